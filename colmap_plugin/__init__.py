@@ -1,0 +1,1 @@
+"""COLMAP plugin: feature extraction, pair selection, matching and reconstruction through pycolmap."""

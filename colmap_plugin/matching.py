@@ -1,0 +1,140 @@
+"""Matching image pairs into the match store and the database, then geometric verification.
+
+Each pair's matches are written to the HDF5 match store and the database; pairs that have
+matches but no two-view geometry are then verified by pycolmap, so every pair ends with a
+valid configuration (pycolmap's mapper silently skips UNDEFINED ones). A rerun does only
+what is missing.
+"""
+
+import tempfile
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pycolmap
+from tqdm import tqdm
+
+from .database import image_ids_by_name, open_database
+from .features import Features, extractor_class
+from .matchers import Matcher, create_matcher
+from .pairs import write_pairs_file
+from .store import FeatureStore, MatchStore
+
+
+@dataclass
+class MatchingConf:
+    matcher: str | None = None  # mnn | ratio; None: the one the extraction method is made for
+    matcher_options: dict[str, Any] = field(default_factory=dict)
+    feature_cache_size: int = 64  # images kept in memory while walking the pairs
+
+
+@dataclass
+class MatchingSummary:
+    matched: int = 0
+    already_done: int = 0
+    verified: int = 0
+    num_matches: int = 0
+    seconds_match: float = 0.0
+    seconds_verify: float = 0.0
+
+    def __str__(self) -> str:
+        return (
+            f"matched {self.matched} pairs ({self.num_matches} matches, {self.seconds_match:.1f} s), "
+            f"{self.already_done} already done; verified {self.verified} pairs ({self.seconds_verify:.1f} s)"
+        )
+
+
+class _FeatureCache:
+    """The most recently used images' features, read from the store on demand."""
+
+    def __init__(self, store: FeatureStore, size: int):
+        self.store, self.size = store, size
+        self._cache: OrderedDict[str, Features] = OrderedDict()
+
+    def __getitem__(self, name: str) -> Features:
+        if name in self._cache:
+            self._cache.move_to_end(name)
+        else:
+            self._cache[name] = self.store.read(name)
+            if len(self._cache) > self.size:
+                self._cache.popitem(last=False)
+        return self._cache[name]
+
+
+def _write_database_matches(database: pycolmap.Database, id0: int, id1: int, matches: np.ndarray) -> None:
+    """Replace a pair's raw matches; a geometry verified from older matches goes with them."""
+    if database.exists_matches(id0, id1):
+        database.delete_matches(id0, id1)
+    if database.exists_two_view_geometry(id0, id1):
+        database.delete_two_view_geometry(id0, id1)
+    database.write_matches(id0, id1, np.ascontiguousarray(matches, dtype=np.uint32))
+
+
+def verify_pairs(database_path: Path, pairs: list[tuple[str, str]]) -> None:
+    """Geometric verification (pycolmap, pairs in parallel) writing their two-view geometries."""
+    if not pairs:
+        return
+    options = pycolmap.TwoViewGeometryOptions()
+    with tempfile.TemporaryDirectory() as tmp:
+        pairs_path = Path(tmp) / "pairs.txt"
+        write_pairs_file(pairs, pairs_path)
+        pycolmap.verify_matches(database_path, pairs_path, options)
+
+
+def match_features(
+    database_path: Path,
+    features_path: Path,
+    matches_path: Path,
+    pairs: list[tuple[str, str]],
+    conf: MatchingConf = MatchingConf(),
+) -> MatchingSummary:
+    summary = MatchingSummary()
+    start = time.perf_counter()
+    with FeatureStore(features_path) as feature_store, open_database(database_path) as database:
+        if feature_store.identity is None:
+            raise ValueError(f"{features_path} holds no features: run extract first")
+        default_matcher = extractor_class(feature_store.identity["name"]).default_matcher
+        matcher = create_matcher(conf.matcher or default_matcher, **conf.matcher_options)
+        with MatchStore(matches_path, matcher.identity()) as match_store:
+            to_verify = _match_pairs(pairs, matcher, feature_store, match_store, database, conf, summary)
+    summary.seconds_match = time.perf_counter() - start
+    start = time.perf_counter()
+    verify_pairs(database_path, to_verify)
+    summary.verified = len(to_verify)
+    summary.seconds_verify = time.perf_counter() - start
+    return summary
+
+
+def _match_pairs(
+    pairs: list[tuple[str, str]],
+    matcher: Matcher,
+    feature_store: FeatureStore,
+    match_store: MatchStore,
+    database: pycolmap.Database,
+    conf: MatchingConf,
+    summary: MatchingSummary,
+) -> list[tuple[str, str]]:
+    """Match the pairs not done yet; return the pairs that still need verification."""
+    ids = image_ids_by_name(database)
+    missing = sorted({name for pair in pairs for name in pair if name not in feature_store or name not in ids})
+    if missing:
+        raise ValueError(f"{len(missing)} images of the pairs have no features, e.g. {missing[0]!r}: run extract first")
+    todo = [
+        (name0, name1)
+        for name0, name1 in pairs
+        if (name0, name1) not in match_store or not database.exists_matches(ids[name0], ids[name1])
+    ]
+    summary.already_done = len(pairs) - len(todo)
+    features = _FeatureCache(feature_store, conf.feature_cache_size)
+    for name0, name1 in tqdm(todo, desc=f"match ({matcher.name})", unit="pair", disable=not todo):
+        matches, scores = matcher.match(features[name0], features[name1])
+        match_store.write(name0, name1, matches, scores, len(features[name0]))
+        _write_database_matches(database, ids[name0], ids[name1], matches)
+        summary.matched += 1
+        summary.num_matches += len(matches)
+    return [
+        (name0, name1) for name0, name1 in pairs if not database.exists_two_view_geometry(ids[name0], ids[name1])
+    ]

@@ -1,0 +1,68 @@
+"""Extract, match and reconstruct an image folder in one go: `msk run`."""
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pycolmap
+
+from .database import open_database
+from .extraction import ExtractionConf, ExtractionSummary, extract_features
+from .matching import MatchingConf, MatchingSummary, match_features
+from .pairs import select_pairs
+from .reconstruction import ReconstructionConf, reconstruct
+
+
+@dataclass
+class RunPaths:
+    """Where `msk run` keeps its files inside the output folder."""
+
+    output: Path
+
+    @property
+    def database(self) -> Path:
+        return self.output / "database.db"
+
+    @property
+    def features(self) -> Path:
+        return self.output / "features.h5"
+
+    @property
+    def matches(self) -> Path:
+        return self.output / "matches.h5"
+
+    @property
+    def sparse(self) -> Path:
+        return self.output / "sparse"
+
+
+@dataclass
+class RunSummary:
+    extraction: ExtractionSummary
+    matching: MatchingSummary
+    model: pycolmap.Reconstruction
+    seconds_map: float
+    paths: RunPaths = field(repr=False)
+
+    def __str__(self) -> str:
+        return "\n".join(
+            [str(self.extraction), str(self.matching), f"mapping took {self.seconds_map:.1f} s", self.model.summary()]
+        )
+
+
+def run(
+    image_dir: Path,
+    output_dir: Path,
+    extraction: ExtractionConf = ExtractionConf(),
+    pairs_spec: str = "exhaustive",
+    matching: MatchingConf | None = None,
+    mapping: ReconstructionConf = ReconstructionConf(),
+) -> RunSummary:
+    paths = RunPaths(Path(output_dir))
+    extraction_summary = extract_features(image_dir, paths.database, paths.features, extraction)
+    with open_database(paths.database) as database:
+        pairs = select_pairs(pairs_spec, database)
+    matching_summary = match_features(paths.database, paths.features, paths.matches, pairs, matching or MatchingConf())
+    start = time.perf_counter()
+    model = reconstruct(paths.database, image_dir, paths.sparse, mapping)
+    return RunSummary(extraction_summary, matching_summary, model, time.perf_counter() - start, paths)

@@ -1,0 +1,49 @@
+"""Sparse reconstruction from a verified database with pycolmap's incremental or global mapper."""
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pycolmap
+
+MAPPERS = ("incremental", "global")
+
+
+@dataclass
+class ReconstructionConf:
+    mapper: str = "incremental"  # incremental | global
+    num_threads: int = -1
+    seed: int = 0  # fixes RANSAC and initial-pair sampling so reruns agree
+
+
+class ReconstructionError(RuntimeError):
+    """No model could be built; the message says what to try."""
+
+
+def reconstruct(
+    database_path: Path, image_dir: Path, output_dir: Path, conf: ReconstructionConf = ReconstructionConf()
+) -> pycolmap.Reconstruction:
+    """Map the database and write the largest model (COLMAP binary) into `output_dir`."""
+    if conf.mapper not in MAPPERS:
+        raise ValueError(f"unknown mapper '{conf.mapper}'; available: {', '.join(MAPPERS)}")
+    pycolmap.set_random_seed(conf.seed)
+    with tempfile.TemporaryDirectory() as models_dir:
+        if conf.mapper == "incremental":
+            options = pycolmap.IncrementalPipelineOptions()
+            options.num_threads = conf.num_threads
+            options.random_seed = conf.seed
+            models = pycolmap.incremental_mapping(database_path, image_dir, models_dir, options)
+        else:
+            options = pycolmap.GlobalPipelineOptions()
+            options.num_threads = conf.num_threads
+            options.random_seed = conf.seed
+            models = pycolmap.global_mapping(database_path, image_dir, models_dir, options)
+    if not models:
+        raise ReconstructionError(
+            "the mapper built no model: too few verified matches between the images "
+            "(try more pairs, a larger --max-size, or check that the images overlap)"
+        )
+    largest = max(models.values(), key=lambda model: model.num_reg_images())
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    largest.write(Path(output_dir))
+    return largest

@@ -1,0 +1,31 @@
+"""COLMAP's own SIFT (pycolmap, CPU) as a plugin backend."""
+
+import numpy as np
+import pycolmap
+
+from .features import Extractor, Features
+
+
+class SiftExtractor(Extractor):
+    name = "sift"
+    default_conf = {"max_keypoints": 8192, "num_threads": -1}
+
+    def __init__(self, **conf):
+        super().__init__(**conf)
+        options = pycolmap.FeatureExtractionOptions()
+        options.num_threads = self.conf["num_threads"]
+        options.sift.max_num_features = self.conf["max_keypoints"]
+        self._sift = pycolmap.FeatureExtractor.create(options, pycolmap.Device.cpu)
+
+    def extract(self, image: np.ndarray) -> Features:
+        keypoints, descriptors = self._sift.extract(pycolmap.Bitmap.from_array(image))
+        # COLMAP's SIFT already reports corner-origin coordinates.
+        rows = pycolmap.keypoints_to_matrix(keypoints).reshape(-1, 4)
+        return Features(
+            keypoints=rows[:, :2].copy(),
+            scales=rows[:, 2].copy(),
+            orientations=rows[:, 3].copy(),
+            # pycolmap exposes no detector response: all keypoints count as equally good.
+            scores=np.ones(len(rows), dtype=np.float32),
+            descriptors=np.asarray(descriptors.data, dtype=np.uint8).reshape(len(rows), -1),
+        )

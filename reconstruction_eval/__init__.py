@@ -1,0 +1,1 @@
+"""Metrics and comparisons of reconstructions and matches against ground truth."""

@@ -1,0 +1,107 @@
+"""Extraction and matching on a synthetic scene: results land in both stores and reruns resume."""
+
+import hashlib
+import shutil
+
+import numpy as np
+import pytest
+
+from colmap_plugin.database import image_ids_by_name, import_images, open_database, write_features
+from colmap_plugin.extraction import ExtractionConf, FeatureKindMismatchError, extract_features
+from colmap_plugin.matching import match_features
+from colmap_plugin.images import list_images
+from colmap_plugin.pairs import select_pairs
+from colmap_plugin.store import FeatureStore
+from test_database import random_features
+
+
+def database_snapshot(path) -> dict:
+    """Everything extraction and matching write into a database, comparable with ==."""
+    with open_database(path) as database:
+        images = {image.name: image.image_id for image in database.read_all_images()}
+        pair_ids, geometries = database.read_two_view_geometries()
+        return {
+            "cameras": database.num_cameras(),
+            "keypoints": {name: database.read_keypoints(i).tobytes() for name, i in images.items()},
+            "descriptors": {name: database.read_descriptors(i).data.tobytes() for name, i in images.items()},
+            "matches": [matches.tobytes() for matches in database.read_all_matches()[1]],
+            "geometries": {pair_id: (int(g.config), g.inlier_matches.tobytes()) for pair_id, g in zip(pair_ids, geometries)},
+        }
+
+
+def file_digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def images(tmp_path, synthetic_scene):
+    folder = tmp_path / "images"
+    shutil.copytree(synthetic_scene / "images", folder)
+    return folder
+
+
+def extract_and_match(images, output):
+    extraction = extract_features(images, output / "database.db", output / "features.h5", ExtractionConf(max_size=640))
+    with open_database(output / "database.db") as database:
+        pairs = select_pairs("exhaustive", database)
+    matching = match_features(output / "database.db", output / "features.h5", output / "matches.h5", pairs)
+    return extraction, matching
+
+
+def test_features_reach_database_and_store(images, tmp_path):
+    extraction, matching = extract_and_match(images, tmp_path / "out")
+    assert len(extraction.extracted) == 6 and not extraction.skipped
+    assert matching.matched == 15 and matching.verified == 15 and matching.num_matches > 0
+    with open_database(tmp_path / "out/database.db") as database, FeatureStore(tmp_path / "out/features.h5") as store:
+        for name, image_id in image_ids_by_name(database).items():
+            assert database.num_keypoints_for_image(image_id) == store.num_keypoints(name) > 100
+        ids = image_ids_by_name(database)
+        assert all(database.exists_two_view_geometry(ids[a], ids[b]) for a, b in select_pairs("exhaustive", database))
+        # pycolmap lists only pairs that passed verification (config other than UNDEFINED).
+        assert len(database.read_two_view_geometries()[0]) >= 10
+
+
+def test_second_run_does_no_work_and_changes_nothing(images, tmp_path):
+    output = tmp_path / "out"
+    extract_and_match(images, output)
+    before = database_snapshot(output / "database.db")
+    digests = {name: file_digest(output / name) for name in ("features.h5", "matches.h5")}
+    extraction, matching = extract_and_match(images, output)
+    assert extraction.extracted == [] and extraction.already_done == 6
+    assert matching.matched == 0 and matching.verified == 0 and matching.already_done == 15
+    assert database_snapshot(output / "database.db") == before
+    assert {name: file_digest(output / name) for name in digests} == digests
+
+
+def test_new_images_are_added_on_rerun(images, tmp_path):
+    output = tmp_path / "out"
+    moved = images.parent / "later.png"
+    (images / "camera000001_frame000005.png").rename(moved)
+    extract_and_match(images, output)
+    moved.rename(images / "camera000001_frame000005.png")
+    extraction, matching = extract_and_match(images, output)
+    assert extraction.extracted == ["camera000001_frame000005.png"]
+    assert matching.matched == 5 and matching.already_done == 10
+
+
+def test_unreadable_images_are_skipped_without_trace(images, tmp_path):
+    (images / "empty.png").write_bytes(b"")
+    (images / "notes.jpg").write_text("not an image")
+    extraction, _ = extract_and_match(images, tmp_path / "out")
+    assert set(extraction.skipped) == {"empty.png", "notes.jpg"}
+    assert extraction.skipped["empty.png"] == "empty file"
+    with open_database(tmp_path / "out/database.db") as database:
+        assert set(image_ids_by_name(database)) == {f"camera000001_frame00000{k}.png" for k in range(6)}
+
+
+def test_features_of_another_kind_are_never_mixed(images, tmp_path):
+    output = tmp_path / "out"
+    import_images(output / "database.db", images, list_images(images))
+    with open_database(output / "database.db") as database:  # as if COLMAP had extracted this image
+        write_features(database, 1, random_features(10, np.uint8))
+    with pytest.raises(FeatureKindMismatchError, match="--overwrite"):
+        extract_features(images, output / "database.db", output / "features.h5", ExtractionConf(max_size=640))
+    summary = extract_features(
+        images, output / "database.db", output / "features.h5", ExtractionConf(max_size=640, overwrite=True)
+    )
+    assert len(summary.extracted) == 6

@@ -1,0 +1,42 @@
+"""Nearest-neighbour matching recovers known correspondences and rejects ambiguous ones."""
+
+import numpy as np
+import torch
+
+from colmap_plugin.matchers import create_matcher, descriptors_to_tensor, nearest_neighbour_match
+from test_database import random_features
+
+
+def test_mutual_nearest_neighbours_recover_a_permutation():
+    rng = np.random.default_rng(0)
+    desc0 = rng.standard_normal((200, 32)).astype(np.float32)
+    permutation = rng.permutation(200)
+    desc1 = desc0[permutation] + 0.01 * rng.standard_normal((200, 32)).astype(np.float32)
+    matches, scores = nearest_neighbour_match(descriptors_to_tensor(desc0), descriptors_to_tensor(desc1))
+    assert len(matches) == 200
+    assert np.array_equal(permutation[matches[:, 1]], matches[:, 0])
+    assert np.all(scores > 0.99)
+
+
+def test_ratio_test_drops_ambiguous_matches():
+    desc0 = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), dim=1)
+    # Row 0 has two near-identical candidates in image 1; row 1 has one clear match.
+    desc1 = torch.nn.functional.normalize(torch.tensor([[1.0, 0.05, 0.0], [1.0, 0.0, 0.05], [0.0, 1.0, 0.0]]), dim=1)
+    plain, _ = nearest_neighbour_match(desc0, desc1)
+    ratio, _ = nearest_neighbour_match(desc0, desc1, ratio_threshold=0.8)
+    assert len(plain) == 2
+    assert ratio.tolist() == [[1, 2]]
+
+
+def test_empty_and_single_keypoint_images():
+    one = descriptors_to_tensor(np.ones((1, 8), np.float32))
+    none = descriptors_to_tensor(np.zeros((0, 8), np.float32))
+    assert nearest_neighbour_match(one, none)[0].shape == (0, 2)
+    assert nearest_neighbour_match(one, one, ratio_threshold=0.8)[0].tolist() == [[0, 0]]
+
+
+def test_matchers_accept_sift_descriptors():
+    features = random_features(30, np.uint8)
+    for name in ("mnn", "ratio"):
+        matches, _ = create_matcher(name).match(features, features)
+        assert np.array_equal(matches[:, 0], matches[:, 1]) and len(matches) == 30

@@ -1,0 +1,47 @@
+"""The HDF5 stores keep hloc's layout and refuse to mix configurations."""
+
+import h5py
+import numpy as np
+import pytest
+
+from colmap_plugin.store import FeatureStore, MatchStore, StoreMismatchError, names_to_pair
+from test_database import random_features
+
+
+def test_feature_store_round_trip_in_hloc_layout(tmp_path):
+    features = random_features(20, np.uint8)
+    with FeatureStore(tmp_path / "features.h5", {"name": "sift"}) as store:
+        store.write("sub/image.jpg", features, (640, 480))
+        assert "sub/image.jpg" in store and "other.jpg" not in store
+    with h5py.File(tmp_path / "features.h5") as raw:  # hloc: centre-origin keypoints, (D, N) descriptors
+        assert np.allclose(raw["sub/image.jpg/keypoints"][()], features.keypoints - 0.5)
+        assert raw["sub/image.jpg/descriptors"].shape == (128, 20)
+    with FeatureStore(tmp_path / "features.h5") as store:
+        back = store.read("sub/image.jpg")
+        assert store.image_size("sub/image.jpg") == (640, 480)
+    assert np.allclose(back.keypoints, features.keypoints)
+    assert np.array_equal(back.descriptors, features.descriptors)
+
+
+def test_half_written_entry_counts_as_missing(tmp_path):
+    with FeatureStore(tmp_path / "features.h5") as store:
+        store._file.create_group("crashed.jpg").create_dataset("keypoints", data=np.zeros((3, 2)))
+        assert "crashed.jpg" not in store
+        store.write("crashed.jpg", random_features(5, np.uint8), (10, 10))
+        assert "crashed.jpg" in store and len(store.read("crashed.jpg")) == 5
+
+
+def test_store_refuses_another_configuration(tmp_path):
+    FeatureStore(tmp_path / "features.h5", {"name": "sift", "max_keypoints": 100}).close()
+    with pytest.raises(StoreMismatchError, match="max_keypoints"):
+        FeatureStore(tmp_path / "features.h5", {"name": "sift", "max_keypoints": 200})
+
+
+def test_match_store_round_trip(tmp_path):
+    matches = np.array([[0, 5], [3, 1]])
+    with MatchStore(tmp_path / "matches.h5") as store:
+        store.write("a/x.jpg", "b.jpg", matches, np.array([0.9, 0.8], np.float32), num_keypoints0=4)
+        assert ("a/x.jpg", "b.jpg") in store and ("b.jpg", "a/x.jpg") not in store
+        back, scores = store.read("a/x.jpg", "b.jpg")
+    assert names_to_pair("a/x.jpg", "b.jpg") == "a-x.jpg/b.jpg"
+    assert np.array_equal(back, matches) and np.allclose(scores, [0.9, 0.8])
