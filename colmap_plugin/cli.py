@@ -10,16 +10,16 @@ from pathlib import Path
 
 import pycolmap
 
-from .database import CAMERA_MODES, open_database
+from .database import CAMERA_MODES, DatabaseError, open_database
 from .extraction import ExtractionConf, FeatureKindMismatchError, extract_features
-from .features import available_methods
+from .features import BackendUnavailableError, available_methods
 from .images import list_images
 from .matchers import MATCHERS
-from .matching import MatchingConf, match_features
+from .matching import MatchingConf, MatchingError, match_features
 from .pairs import PairsError, select_pairs
 from .pipeline import run
 from .reconstruction import MAPPERS, ReconstructionConf, ReconstructionError, reconstruct
-from .store import StoreMismatchError
+from .store import StoreError
 
 EXIT_USAGE = 2
 EXIT_SKIPPED = 3
@@ -30,10 +30,23 @@ class UsageError(Exception):
     """A problem with what the user asked for, reported as one line with exit code 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """Reports bad arguments in one `msk: error:` line, like every other usage error."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"msk: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
 def _image_dir(path: str) -> Path:
     folder = Path(path)
     if not folder.is_dir():
-        raise UsageError(f"image folder not found: {folder}")
+        raise UsageError(f"{folder} is not a folder" if folder.exists() else f"image folder not found: {folder}")
     if not list_images(folder):
         raise UsageError(f"no images in {folder} (looked for .jpg, .png, .tif, ... recursively)")
     return folder
@@ -48,8 +61,10 @@ def _existing_database(path: str) -> Path:
 
 def _add_extraction_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", default="sift", choices=available_methods(), help="feature extractor")
-    parser.add_argument("--max-size", type=int, default=ExtractionConf.max_size, help="long image side for extraction")
-    parser.add_argument("--max-keypoints", type=int, default=None, help="keypoints per image (method default)")
+    parser.add_argument(
+        "--max-size", type=_positive_int, default=ExtractionConf.max_size, help="long image side for extraction"
+    )
+    parser.add_argument("--max-keypoints", type=_positive_int, help="keypoints per image (method default)")
     parser.add_argument("--camera-mode", default="auto", choices=sorted(CAMERA_MODES))
     parser.add_argument("--camera-model", default=ExtractionConf.camera_model, help="COLMAP camera model name")
     parser.add_argument("--overwrite", action="store_true", help="replace features of another kind in the database")
@@ -116,7 +131,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="msk", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="msk", description=__doc__.split("\n")[0])
     parser.add_argument("--verbose", action="store_true", help="show COLMAP's own log")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -148,6 +163,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_matching_options(run_parser)
     run_parser.add_argument("--mapper", default="incremental", choices=MAPPERS)
     run_parser.set_defaults(func=cmd_run)
+
+    # Commands of the other packages register themselves (model training, evaluation).
+    from msk.data.cli import add_data_commands
+    from msk.train.cli import add_train_commands
+    from reconstruction_eval.cli import add_eval_commands
+
+    add_eval_commands(commands)
+    add_data_commands(commands)
+    add_train_commands(commands)
     return parser
 
 
@@ -155,8 +179,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     pycolmap.logging.minloglevel = 0 if args.verbose else 2  # COLMAP's INFO log is long; keep errors
     try:
-        return args.func(args)
-    except (UsageError, PairsError, FeatureKindMismatchError, StoreMismatchError, ReconstructionError) as error:
+        return args.func(args) or 0
+    except (
+        UsageError,
+        PairsError,
+        FeatureKindMismatchError,
+        StoreError,
+        DatabaseError,
+        MatchingError,
+        ReconstructionError,
+        BackendUnavailableError,
+    ) as error:
         print(f"msk: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

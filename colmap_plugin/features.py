@@ -52,6 +52,10 @@ class Features:
         )
 
 
+class BackendUnavailableError(RuntimeError):
+    """A registered backend that cannot run here (e.g. its weights are missing); says why."""
+
+
 class Configurable:
     """A named component whose options are `default_conf` updated by the caller's."""
 
@@ -83,6 +87,8 @@ class Extractor(Configurable, ABC):
 # name -> "module:Class", imported on demand so one backend's dependencies never load another's.
 EXTRACTORS: dict[str, str] = {
     "sift": "colmap_plugin.sift:SiftExtractor",
+    "sift+msk": "msk.plugin:SiftMskExtractor",
+    "msk": "msk.plugin:MskExtractor",
 }
 
 

@@ -33,3 +33,13 @@ def rescale_colmap(xy: ArrayLike, scale_xy: tuple[float, float]) -> ArrayLike:
     if isinstance(xy, torch.Tensor):
         return xy * torch.tensor(scale_xy, dtype=xy.dtype, device=xy.device)
     return xy * np.asarray(scale_xy, dtype=xy.dtype)
+
+
+def affine_keypoints(xy: np.ndarray, scales: np.ndarray, orientations: np.ndarray) -> np.ndarray:
+    """(N, 6) COLMAP keypoints [x, y, a11, a12, a21, a22] of similarity frames.
+
+    As COLMAP's FeatureKeypoint(x, y, scale, orientation): the columns of A are the keypoint's
+    x and y axes, A = scale * [[cos, -sin], [sin, cos]].
+    """
+    cos, sin = np.cos(orientations) * scales, np.sin(orientations) * scales
+    return np.column_stack([xy, cos, -sin, sin, cos]).astype(np.float32)

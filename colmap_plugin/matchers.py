@@ -15,12 +15,12 @@ def descriptors_to_tensor(descriptors: np.ndarray) -> torch.Tensor:
     return torch.nn.functional.normalize(tensor, dim=1)
 
 
-def _similarity_to_distance(similarity: torch.Tensor) -> torch.Tensor:
+def similarity_to_distance(similarity: torch.Tensor) -> torch.Tensor:
     """Euclidean distance of unit vectors from their dot product."""
     return (2 - 2 * similarity).clamp(min=0).sqrt()
 
 
-def _two_nearest(desc0: torch.Tensor, desc1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def two_nearest(desc0: torch.Tensor, desc1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Similarities (N, k) and indices (N, k) of the k <= 2 most similar rows of desc1."""
     # One matmul per direction and a row-wise top-k: top-k along columns is slower than the matmul.
     return (desc0 @ desc1.T).topk(min(2, len(desc1)), dim=1)
@@ -40,18 +40,18 @@ def nearest_neighbour_match(
     """
     if len(desc0) == 0 or len(desc1) == 0:
         return np.zeros((0, 2), np.int64), np.zeros(0, np.float32)
-    similarity0, nearest0 = _two_nearest(desc0, desc1)  # (N, k)
-    similarity1, nearest1 = _two_nearest(desc1, desc0)  # (M, k)
+    similarity0, nearest0 = two_nearest(desc0, desc1)  # (N, k)
+    similarity1, nearest1 = two_nearest(desc1, desc0)  # (M, k)
     index0 = torch.arange(len(desc0))
     best0 = nearest0[:, 0]
     keep = nearest1[best0, 0] == index0
     if ratio_threshold is not None:
         for similarity in (similarity0, similarity1[best0]):
             if similarity.shape[1] == 2:
-                distance = _similarity_to_distance(similarity)
+                distance = similarity_to_distance(similarity)
                 keep &= distance[:, 0] <= ratio_threshold * distance[:, 1]
     if distance_threshold is not None:
-        keep &= _similarity_to_distance(similarity0[:, 0]) <= distance_threshold
+        keep &= similarity_to_distance(similarity0[:, 0]) <= distance_threshold
     matches = torch.stack([index0[keep], best0[keep]], dim=1)
     return matches.numpy().astype(np.int64), similarity0[keep, 0].numpy().astype(np.float32)
 
@@ -94,6 +94,7 @@ class RatioTestMatcher(Matcher):
 MATCHERS: dict[str, str] = {
     "mnn": "colmap_plugin.matchers:MutualNearestNeighbourMatcher",
     "ratio": "colmap_plugin.matchers:RatioTestMatcher",
+    "learned": "msk.plugin:LearnedMatcher",
 }
 
 

@@ -3,7 +3,9 @@
 Each pair's matches are written to the HDF5 match store and the database; pairs that have
 matches but no two-view geometry are then verified by pycolmap, so every pair ends with a
 valid configuration (pycolmap's mapper silently skips UNDEFINED ones). A rerun does only
-what is missing.
+what is missing; matches the database already holds unchanged keep their verification.
+Matching and verification are deterministic (fixed RANSAC seed), so a resumed run ends with
+the same database as an uninterrupted one.
 """
 
 import tempfile
@@ -17,11 +19,14 @@ import numpy as np
 import pycolmap
 from tqdm import tqdm
 
-from .database import image_ids_by_name, open_database
+from .database import database_errors, image_ids_by_name, open_database
 from .features import Features, extractor_class
+from .interrupts import deferred_interrupt
 from .matchers import Matcher, create_matcher
 from .pairs import write_pairs_file
 from .store import FeatureStore, MatchStore
+
+RANSAC_SEED = 0
 
 
 @dataclass
@@ -47,6 +52,10 @@ class MatchingSummary:
         )
 
 
+class MatchingError(RuntimeError):
+    """Matching cannot start with these inputs; the message says what to run first."""
+
+
 class _FeatureCache:
     """The most recently used images' features, read from the store on demand."""
 
@@ -65,12 +74,19 @@ class _FeatureCache:
 
 
 def _write_database_matches(database: pycolmap.Database, id0: int, id1: int, matches: np.ndarray) -> None:
-    """Replace a pair's raw matches; a geometry verified from older matches goes with them."""
-    if database.exists_matches(id0, id1):
-        database.delete_matches(id0, id1)
-    if database.exists_two_view_geometry(id0, id1):
-        database.delete_two_view_geometry(id0, id1)
-    database.write_matches(id0, id1, np.ascontiguousarray(matches, dtype=np.uint32))
+    """Write a pair's raw matches unless the database holds exactly these already.
+
+    Different ones are replaced, and the geometry verified from them goes with them.
+    """
+    matches = np.ascontiguousarray(matches, dtype=np.uint32)
+    if database.exists_matches(id0, id1) and np.array_equal(database.read_matches(id0, id1), matches):
+        return
+    with pycolmap.DatabaseTransaction(database):
+        if database.exists_matches(id0, id1):
+            database.delete_matches(id0, id1)
+        if database.exists_two_view_geometry(id0, id1):
+            database.delete_two_view_geometry(id0, id1)
+        database.write_matches(id0, id1, matches)
 
 
 def verify_pairs(database_path: Path, pairs: list[tuple[str, str]]) -> None:
@@ -78,10 +94,12 @@ def verify_pairs(database_path: Path, pairs: list[tuple[str, str]]) -> None:
     if not pairs:
         return
     options = pycolmap.TwoViewGeometryOptions()
+    options.ransac.random_seed = RANSAC_SEED
     with tempfile.TemporaryDirectory() as tmp:
         pairs_path = Path(tmp) / "pairs.txt"
         write_pairs_file(pairs, pairs_path)
-        pycolmap.verify_matches(database_path, pairs_path, options)
+        with database_errors(database_path):
+            pycolmap.verify_matches(database_path, pairs_path, options)
 
 
 def match_features(
@@ -93,9 +111,9 @@ def match_features(
 ) -> MatchingSummary:
     summary = MatchingSummary()
     start = time.perf_counter()
-    with FeatureStore(features_path) as feature_store, open_database(database_path) as database:
+    with FeatureStore(features_path, writable=False) as feature_store, open_database(database_path) as database:
         if feature_store.identity is None:
-            raise ValueError(f"{features_path} holds no features: run extract first")
+            raise MatchingError(f"{features_path} holds no features: run `msk extract` first")
         default_matcher = extractor_class(feature_store.identity["name"]).default_matcher
         matcher = create_matcher(conf.matcher or default_matcher, **conf.matcher_options)
         with MatchStore(matches_path, matcher.identity()) as match_store:
@@ -121,7 +139,9 @@ def _match_pairs(
     ids = image_ids_by_name(database)
     missing = sorted({name for pair in pairs for name in pair if name not in feature_store or name not in ids})
     if missing:
-        raise ValueError(f"{len(missing)} images of the pairs have no features, e.g. {missing[0]!r}: run extract first")
+        raise MatchingError(
+            f"{len(missing)} images of the pairs have no features, e.g. {missing[0]!r}: run `msk extract` first"
+        )
     todo = [
         (name0, name1)
         for name0, name1 in pairs
@@ -129,12 +149,16 @@ def _match_pairs(
     ]
     summary.already_done = len(pairs) - len(todo)
     features = _FeatureCache(feature_store, conf.feature_cache_size)
-    for name0, name1 in tqdm(todo, desc=f"match ({matcher.name})", unit="pair", disable=not todo):
-        matches, scores = matcher.match(features[name0], features[name1])
-        match_store.write(name0, name1, matches, scores, len(features[name0]))
-        _write_database_matches(database, ids[name0], ids[name1], matches)
-        summary.matched += 1
-        summary.num_matches += len(matches)
+    # Closed on errors too, so an error message starts on a line of its own.
+    with tqdm(todo, desc=f"match ({matcher.name})", unit="pair", disable=not todo) as progress:
+        for name0, name1 in progress:
+            matches, scores = matcher.match(features[name0], features[name1])
+            # Store first, then database: a pair the database holds is always in the store.
+            with deferred_interrupt():
+                match_store.write(name0, name1, matches, scores, len(features[name0]))
+                _write_database_matches(database, ids[name0], ids[name1], matches)
+            summary.matched += 1
+            summary.num_matches += len(matches)
     return [
         (name0, name1) for name0, name1 in pairs if not database.exists_two_view_geometry(ids[name0], ids[name1])
     ]

@@ -27,5 +27,5 @@ class SiftExtractor(Extractor):
             orientations=rows[:, 3].copy(),
             # pycolmap exposes no detector response: all keypoints count as equally good.
             scores=np.ones(len(rows), dtype=np.float32),
-            descriptors=np.asarray(descriptors.data, dtype=np.uint8).reshape(len(rows), -1),
+            descriptors=np.ascontiguousarray(descriptors.data, dtype=np.uint8),  # (N, 128), also for N = 0
         )

@@ -1,0 +1,78 @@
+"""The MSK match-decision network: is this nearest-neighbour candidate a true match?
+
+Each keypoint of image 0 proposes its nearest neighbour in image 1. The network sees what makes
+the decision easy for a human reading distance tables — the candidate's distance, the
+distance to the second-best candidate on both sides, whether the pair is mutual — plus the
+element-wise product of the two descriptors, which tells it how reliable this kind of
+descriptor is. It outputs the probability that the two keypoints see the same 3D point.
+"""
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from colmap_plugin.matchers import similarity_to_distance, two_nearest
+
+NUM_DISTANCE_FEATURES = 6
+
+
+@dataclass(frozen=True)
+class MatchDecisionConf:
+    descriptor_dim: int = 128
+    hidden: int = 64
+
+
+@dataclass
+class Candidates:
+    """Nearest-neighbour proposals of image 0's keypoints in image 1.
+
+    index0, index1: (N,) keypoint indices; features: (N, D + 6) network input.
+    """
+
+    index0: torch.Tensor
+    index1: torch.Tensor
+    features: torch.Tensor
+
+
+def propose_candidates(desc0: torch.Tensor, desc1: torch.Tensor) -> Candidates:
+    """Candidates and their features from L2-normalised descriptors (N, D) and (M, D), M >= 1."""
+    similarity0, nearest0 = two_nearest(desc0, desc1)  # (N, k)
+    similarity1, nearest1 = two_nearest(desc1, desc0)  # (M, k)
+    index0 = torch.arange(len(desc0))
+    index1 = nearest0[:, 0]
+    best = similarity0[:, 0]
+    mutual = nearest1[index1, 0] == index0
+    # Second-best on image 0's side; on image 1's side the best rival of keypoint 0 for index1.
+    second0 = similarity0[:, 1] if similarity0.shape[1] > 1 else torch.full_like(best, -1.0)
+    if similarity1.shape[1] > 1:
+        rival1 = torch.where(mutual, similarity1[index1, 1], similarity1[index1, 0])
+    else:
+        rival1 = torch.where(mutual, torch.full_like(best, -1.0), similarity1[index1, 0])
+    distance = similarity_to_distance(best)
+    ratio0 = distance / similarity_to_distance(second0).clamp(min=1e-6)
+    ratio1 = distance / similarity_to_distance(rival1).clamp(min=1e-6)
+    scalars = torch.stack([best, second0, rival1, ratio0.clamp(max=2), ratio1.clamp(max=2), mutual.float()], dim=1)
+    features = torch.cat([desc0 * desc1[index1], scalars], dim=1)
+    return Candidates(index0, index1, features)
+
+
+class MatchDecisionNet(nn.Module):
+    """(N, D + 6) candidate features -> (N,) match logits."""
+
+    def __init__(self, conf: MatchDecisionConf = MatchDecisionConf()):
+        super().__init__()
+        self.conf = conf
+        self.mlp = nn.Sequential(
+            nn.Linear(conf.descriptor_dim + NUM_DISTANCE_FEATURES, conf.hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(conf.hidden, conf.hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(conf.hidden, 1),
+        )
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.mlp(features).squeeze(1)
+
+    def config(self) -> dict:
+        return asdict(self.conf)

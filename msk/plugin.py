@@ -1,0 +1,83 @@
+"""MSK backends of the COLMAP plugin: `sift+msk` extraction and the `learned` matcher."""
+
+import numpy as np
+import torch
+
+from colmap_plugin.features import Extractor, Features
+from colmap_plugin.keypoints import affine_keypoints, pixel_to_colmap
+from colmap_plugin.matchers import Matcher, descriptors_to_tensor
+from colmap_plugin.sift import SiftExtractor
+
+from .descriptor import describe_keypoints
+from .detector import DetectionConf, detect
+from .match_decision import propose_candidates
+from .orientation import dominant_orientation
+from .weights import load_descriptor, load_detector, load_match_decision
+
+
+class SiftMskExtractor(Extractor):
+    """SIFT keypoints (COLMAP's), MSK descriptors; matched by the learned match decision."""
+
+    name = "sift+msk"
+    default_conf = {"max_keypoints": 8192, "num_threads": -1}
+    default_matcher = "learned"
+
+    def __init__(self, **conf):
+        super().__init__(**conf)
+        self.sift = SiftExtractor(**self.conf)
+        self.descriptor = load_descriptor()
+
+    def extract(self, image: np.ndarray) -> Features:
+        features = self.sift.extract(image)
+        keypoints = affine_keypoints(features.keypoints, features.scales, features.orientations)
+        features.descriptors = describe_keypoints(self.descriptor, image, keypoints).numpy()
+        return features
+
+
+class MskExtractor(Extractor):
+    """The full learned pipeline: MSK detector, gradient orientation, MSK descriptors."""
+
+    name = "msk"
+    default_conf = {"max_keypoints": 4096, "upright": False}
+    default_matcher = "learned"
+
+    def __init__(self, **conf):
+        super().__init__(**conf)
+        self.detector = load_detector()
+        self.descriptor = load_descriptor()
+
+    @torch.inference_mode()
+    def extract(self, image: np.ndarray) -> Features:
+        tensor = torch.from_numpy(image).float().div(255)[None, None]
+        detections = detect(self.detector, tensor, DetectionConf(max_keypoints=self.conf["max_keypoints"]))
+        xy = pixel_to_colmap(detections["xy"].numpy()).astype(np.float32)
+        scales = detections["sigma"].numpy().astype(np.float32)
+        orientations = (
+            np.zeros(len(xy), np.float32) if self.conf["upright"] else dominant_orientation(image, xy, scales)
+        )
+        descriptors = describe_keypoints(self.descriptor, image, affine_keypoints(xy, scales, orientations))
+        return Features(xy, scales, orientations, detections["score"].numpy().astype(np.float32), descriptors.numpy())
+
+
+class LearnedMatcher(Matcher):
+    """Nearest-neighbour candidates kept when the match-decision network accepts them."""
+
+    name = "learned"
+    default_conf = {"threshold": None}  # None: the threshold chosen at training time
+
+    def __init__(self, **conf):
+        super().__init__(**conf)
+        self.network, meta = load_match_decision()
+        self.threshold = self.conf["threshold"] if self.conf["threshold"] is not None else meta["threshold"]
+
+    @torch.inference_mode()
+    def match(self, features0: Features, features1: Features) -> tuple[np.ndarray, np.ndarray]:
+        if len(features0) == 0 or len(features1) == 0:
+            return np.zeros((0, 2), np.int64), np.zeros(0, np.float32)
+        candidates = propose_candidates(
+            descriptors_to_tensor(features0.descriptors), descriptors_to_tensor(features1.descriptors)
+        )
+        probability = torch.sigmoid(self.network(candidates.features))
+        keep = probability > self.threshold
+        matches = torch.stack([candidates.index0[keep], candidates.index1[keep]], dim=1)
+        return matches.numpy().astype(np.int64), probability[keep].numpy().astype(np.float32)

@@ -1,0 +1,1 @@
+"""Training commands for the MSK networks (`msk train descriptor|matcher`)."""

@@ -1,0 +1,56 @@
+"""`msk train descriptor|matcher`: thin wrappers over the training functions.
+
+Both are seeded and run on the CPU; by default they overwrite the weights shipped in the package.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+from colmap_plugin.datasets import datasets_root
+from msk.weights import DESCRIPTOR_WEIGHTS, MATCH_DECISION_WEIGHTS
+
+from .descriptor import DescriptorTrainConf, train_descriptor
+from .matcher import MatcherTrainConf, train_matcher
+
+
+def _run_descriptor(args: argparse.Namespace) -> int:
+    conf = DescriptorTrainConf(steps=args.steps, batch_tracks=args.batch_tracks, seed=args.seed, num_threads=args.num_threads)
+    meta = train_descriptor(args.dataset, args.output, conf)
+    print(f"val FPR95 {100 * meta['val_fpr95']:.2f}% (SIFT {100 * meta['val_fpr95_sift']:.2f}%); wrote {args.output}")
+    return 0
+
+
+def _run_matcher(args: argparse.Namespace) -> int:
+    conf = MatcherTrainConf(epochs=args.epochs, seed=args.seed, num_threads=args.num_threads)
+    meta = train_matcher(args.dataset, args.scenes, args.output, conf, descriptor_weights=args.descriptor)
+    report = meta["validation"]
+    print(json.dumps({"threshold": meta["threshold"], "at_threshold": report["learned_at_threshold"],
+                      "false_pair_matches_per_pair": report["false_pair_matches_per_pair"]}, indent=2))
+    print(f"wrote {args.output}")
+    return 0
+
+
+def add_train_commands(subparsers) -> None:
+    """Register `train descriptor` and `train matcher` on an argparse subparsers object."""
+    train = subparsers.add_parser("train", help="train the MSK networks from an `msk data build` dataset")
+    commands = train.add_subparsers(dest="train_command", required=True)
+
+    descriptor = commands.add_parser("descriptor", help="the triplet descriptor network")
+    descriptor.add_argument("dataset", type=Path, help="DATASET.h5 from `msk data build`")
+    descriptor.add_argument("--output", type=Path, default=DESCRIPTOR_WEIGHTS)
+    descriptor.add_argument("--steps", type=int, default=DescriptorTrainConf.steps)
+    descriptor.add_argument("--batch-tracks", type=int, default=DescriptorTrainConf.batch_tracks)
+    descriptor.add_argument("--seed", type=int, default=0)
+    descriptor.add_argument("--num-threads", type=int, default=2)
+    descriptor.set_defaults(func=_run_descriptor)
+
+    matcher = commands.add_parser("matcher", help="the match-decision network (needs the descriptor)")
+    matcher.add_argument("dataset", type=Path, help="DATASET.h5 from `msk data build` (its splits and SfM cache)")
+    matcher.add_argument("--scenes", type=Path, default=datasets_root() / "train", help="the scenes it was built from")
+    matcher.add_argument("--descriptor", type=Path, default=DESCRIPTOR_WEIGHTS)
+    matcher.add_argument("--output", type=Path, default=MATCH_DECISION_WEIGHTS)
+    matcher.add_argument("--epochs", type=int, default=MatcherTrainConf.epochs)
+    matcher.add_argument("--seed", type=int, default=0)
+    matcher.add_argument("--num-threads", type=int, default=2)
+    matcher.set_defaults(func=_run_matcher)

@@ -1,0 +1,169 @@
+"""`msk compare` and `msk bench {homography,scenes}`: thin wrappers over the evaluation functions.
+
+`add_eval_commands` registers them on the `msk` parser's sub-commands; each handler returns
+an exit code: 0 done, 2 unusable input (one line on stderr).
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from colmap_plugin.features import available_methods
+from colmap_plugin.pairs import PairsError
+from colmap_plugin.reconstruction import MAPPERS
+
+from .compare import TABLE_ROWS, CompareConf, GroundTruthError, compare
+from .homography_bench import TABLE_ROWS as HOMOGRAPHY_ROWS
+from .homography_bench import HomographyBenchConf, bench_homography
+from .report import metrics_by_method_table
+from .runs import RunConf
+from .scenes import bench_scenes, summary_table
+from .speed import SpeedConf, bench_speed
+
+EXIT_USAGE = 2
+
+
+def method_list(text: str) -> list[str]:
+    """`--methods a,b`: plugin methods, each one available."""
+    methods = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in methods if name not in available_methods()]
+    if unknown or not methods:
+        raise argparse.ArgumentTypeError(
+            f"unknown method(s) {', '.join(unknown) or '(none given)'}; available: {', '.join(available_methods())}"
+        )
+    return methods
+
+
+def _folder(path: str, what: str) -> Path:
+    folder = Path(path)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{what} not found: {folder}")
+    return folder
+
+
+def _gt_model(path: str | None) -> Path | None:
+    if path is None:
+        return None
+    folder = _folder(path, "ground-truth model folder")
+    if not any((folder / f"images.{ext}").is_file() for ext in ("txt", "bin")):
+        raise FileNotFoundError(f"no COLMAP model (images.txt or images.bin) in {folder}")
+    return folder
+
+
+def _add_common_options(parser: argparse.ArgumentParser, reconstruction: bool) -> None:
+    parser.add_argument("--output", required=True, help="folder for report.json, report.md and figures")
+    parser.add_argument(
+        "--methods",
+        type=method_list,
+        default=None,
+        help=f"comma-separated plugin methods (default: all of {','.join(available_methods())})",
+    )
+    parser.add_argument("--max-size", type=int, default=RunConf.max_size, help="long image side for extraction")
+    if reconstruction:
+        parser.add_argument("--pairs", default=RunConf.pairs, help="exhaustive | sequential[:N] | PAIRS_FILE")
+        parser.add_argument("--mapper", default=RunConf.mapper, choices=MAPPERS)
+    parser.add_argument("--json", action="store_true", help="print report.json instead of the table")
+
+
+def _compare_conf(args: argparse.Namespace) -> CompareConf:
+    return CompareConf(methods=args.methods, run=RunConf(max_size=args.max_size, pairs=args.pairs, mapper=args.mapper))
+
+
+def _handle_errors(handler):
+    """Unusable input ends with one line on stderr and exit code 2, as in the other commands."""
+
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except (FileNotFoundError, GroundTruthError, PairsError) as error:
+            print(f"msk: error: {error}", file=sys.stderr)
+            return EXIT_USAGE
+
+    return wrapped
+
+
+@_handle_errors
+def cmd_compare(args: argparse.Namespace) -> int:
+    report = compare(_folder(args.images, "image folder"), Path(args.output), _gt_model(args.gt), _compare_conf(args))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(metrics_by_method_table(report["methods"], TABLE_ROWS))
+        print(f"report written to {Path(args.output) / 'report.md'}")
+    return 0
+
+
+@_handle_errors
+def cmd_bench_homography(args: argparse.Namespace) -> int:
+    conf = HomographyBenchConf(methods=args.methods, max_size=args.max_size, max_keypoints=args.max_keypoints)
+    report = bench_homography(_folder(args.dataset, "dataset folder"), Path(args.output), conf)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(metrics_by_method_table(report["methods"], HOMOGRAPHY_ROWS))
+        print(f"report written to {Path(args.output) / 'report.md'}")
+    return 0
+
+
+@_handle_errors
+def cmd_bench_scenes(args: argparse.Namespace) -> int:
+    summary = bench_scenes(_folder(args.scenes, "scenes folder"), Path(args.output), _compare_conf(args))
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(summary_table(summary["scenes"]))
+        print(f"report written to {Path(args.output) / 'report.md'}")
+    return 0
+
+
+@_handle_errors
+def cmd_bench_speed(args: argparse.Namespace) -> int:
+    conf = SpeedConf(max_size=args.max_size, max_images=args.max_images)
+    report = bench_speed(_folder(args.images, "image folder"), args.methods or available_methods(), conf)
+    Path(args.output).mkdir(parents=True, exist_ok=True)
+    (Path(args.output) / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for name, row in report["methods"].items():
+            extra = f", {row['keypoints_per_image']:.0f} keypoints" if "keypoints_per_image" in row else ""
+            print(f"{name:12s} {row['seconds_per_image']:.2f} s per image{extra}")
+    return 0
+
+
+def add_eval_commands(commands: argparse._SubParsersAction) -> None:
+    """Register `compare` and `bench` on the sub-commands of the `msk` parser."""
+    compare_parser = commands.add_parser(
+        "compare", help="COLMAP's SIFT and plugin methods on the same images, side by side"
+    )
+    compare_parser.add_argument("images", help="image folder (searched recursively)")
+    compare_parser.add_argument("--gt", help="ground-truth COLMAP model folder (images matched by name)")
+    _add_common_options(compare_parser, reconstruction=True)
+    compare_parser.set_defaults(func=cmd_compare)
+
+    bench = commands.add_parser("bench", help="benchmarks over a dataset folder")
+    benchmarks = bench.add_subparsers(dest="benchmark", required=True)
+    homography = benchmarks.add_parser(
+        "homography", help="keypoints and matches on planar pairs with known homographies"
+    )
+    homography.add_argument("dataset", help="folder with images/{name}A.*, images/{name}B.*, gt/{name}_H_AtoB.txt")
+    homography.add_argument(
+        "--max-keypoints",
+        type=int,
+        default=HomographyBenchConf.max_keypoints,
+        help="keypoint budget, the same for every method",
+    )
+    _add_common_options(homography, reconstruction=False)
+    homography.set_defaults(func=cmd_bench_homography)
+
+    scenes = benchmarks.add_parser("scenes", help="`compare` on every scene (sub-folder with images/, optional gt/)")
+    scenes.add_argument("scenes", help="folder of scenes")
+    _add_common_options(scenes, reconstruction=True)
+    scenes.set_defaults(func=cmd_bench_scenes)
+
+    speed = benchmarks.add_parser("speed", help="extraction time per image: COLMAP's SIFT and each method, one run")
+    speed.add_argument("images", help="image folder")
+    speed.add_argument("--max-images", type=int, default=SpeedConf.max_images)
+    _add_common_options(speed, reconstruction=False)
+    speed.set_defaults(func=cmd_bench_speed)

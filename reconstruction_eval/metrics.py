@@ -1,0 +1,128 @@
+"""Accuracy of a reconstruction against a ground-truth COLMAP model: relative poses and camera centres.
+
+Images of the two models are matched by name. Every ground-truth image counts: one that the
+reconstruction did not register scores the worst error, so registering fewer images never
+improves a score.
+"""
+
+from itertools import combinations
+
+import numpy as np
+import pycolmap
+
+POSE_THRESHOLDS = (1, 3, 5, 10)  # degrees
+UNREGISTERED_ERROR = 180.0  # degrees, the largest possible angle
+
+
+def registered_poses(model: pycolmap.Reconstruction) -> dict[str, pycolmap.Rigid3d]:
+    """cam_from_world of each registered image, by image name."""
+    return {image.name: image.cam_from_world() for image in model.images.values() if image.has_pose}
+
+
+def angle_between(vector0: np.ndarray, vector1: np.ndarray) -> float:
+    """Angle in degrees between two 3-vectors; 180 when either is zero (no direction to compare)."""
+    if not np.any(vector0) or not np.any(vector1):
+        return UNREGISTERED_ERROR
+    # atan2 of sine and cosine: exact near 0 and 180 degrees, where arccos loses digits.
+    return float(np.degrees(np.arctan2(np.linalg.norm(np.cross(vector0, vector1)), np.dot(vector0, vector1))))
+
+
+def relative_pose_error(
+    cam0_from_world: pycolmap.Rigid3d,
+    cam1_from_world: pycolmap.Rigid3d,
+    gt_cam0_from_world: pycolmap.Rigid3d,
+    gt_cam1_from_world: pycolmap.Rigid3d,
+) -> float:
+    """max(rotation error, translation-direction error) in degrees of the pose of camera 1 in camera 0.
+
+    The translation sign is kept (no min(e, 180 - e) as for essential matrices): a reconstruction
+    fixes it through point chirality, so a reversed baseline is a real error.
+    """
+    estimate = cam1_from_world * cam0_from_world.inverse()
+    truth = gt_cam1_from_world * gt_cam0_from_world.inverse()
+    # Quaternion angle: exact at zero, unlike arccos of the trace.
+    rotation_error = float(np.degrees(estimate.rotation.angle_to(truth.rotation)))
+    translation_error = angle_between(estimate.translation, truth.translation)
+    return max(rotation_error, translation_error)
+
+
+def relative_pose_errors(model: pycolmap.Reconstruction, gt: pycolmap.Reconstruction) -> np.ndarray:
+    """Errors (P,) in degrees over all P pairs of ground-truth images, pairs in sorted name order.
+
+    A pair with an image that `model` did not register scores 180 degrees.
+    """
+    estimated = registered_poses(model)
+    truth = registered_poses(gt)
+    errors = [
+        relative_pose_error(estimated[name0], estimated[name1], truth[name0], truth[name1])
+        if name0 in estimated and name1 in estimated
+        else UNREGISTERED_ERROR
+        for name0, name1 in combinations(sorted(truth), 2)
+    ]
+    return np.asarray(errors, dtype=np.float64)
+
+
+def pose_auc(errors: np.ndarray, thresholds: tuple[float, ...] = POSE_THRESHOLDS) -> dict[float, float]:
+    """Area under the recall-vs-error curve up to each threshold, normalised, in percent.
+
+    errors: (P,) in degrees. The same integral as SuperGlue's and LightGlue's `pose_auc`:
+    recall steps up at each sorted error and the area is taken by the trapezoidal rule.
+    """
+    errors = np.sort(np.asarray(errors, dtype=np.float64))
+    if errors.size == 0:
+        raise ValueError("pose_auc needs at least one error")
+    recall = np.arange(1, len(errors) + 1) / len(errors)
+    errors = np.concatenate([[0.0], errors])
+    recall = np.concatenate([[0.0], recall])
+    aucs = {}
+    for threshold in thresholds:
+        last = np.searchsorted(errors, threshold)
+        curve_recall = np.concatenate([recall[:last], [recall[last - 1]]])
+        curve_errors = np.concatenate([errors[:last], [threshold]])
+        aucs[threshold] = float(100 * np.trapezoid(curve_recall, x=curve_errors) / threshold)
+    return aucs
+
+
+def umeyama_alignment(source: np.ndarray, target: np.ndarray) -> pycolmap.Sim3d | None:
+    """Least-squares similarity target_from_source of points (N, 3) (Umeyama, PAMI 1991).
+
+    None when the points are (nearly) collinear, where the rotation about the line is free.
+    Written out because `pycolmap.estimate_sim3d` refuses exactly coplanar points, a common
+    camera layout (all photos taken at one height).
+    """
+    source_mean, target_mean = source.mean(axis=0), target.mean(axis=0)
+    source_centred, target_centred = source - source_mean, target - target_mean
+    covariance = target_centred.T @ source_centred / len(source)
+    u, singular_values, vt = np.linalg.svd(covariance)
+    if singular_values[1] <= 1e-12 * max(singular_values[0], np.finfo(float).tiny):
+        return None
+    signs = np.array([1.0, 1.0, np.sign(np.linalg.det(u) * np.linalg.det(vt)) or 1.0])
+    rotation = u @ np.diag(signs) @ vt
+    scale = float(singular_values @ signs / np.mean(np.sum(source_centred**2, axis=1)))
+    translation = target_mean - scale * rotation @ source_mean
+    return pycolmap.Sim3d(scale, pycolmap.Rotation3d(rotation), translation)
+
+
+def camera_center_errors(model: pycolmap.Reconstruction, gt: pycolmap.Reconstruction) -> np.ndarray:
+    """Distances (N,) between camera centres after aligning `model` to `gt`, one per GT image.
+
+    In sorted name order and in the units of `gt`. The similarity is the least-squares one
+    over all images registered in both models: no RANSAC threshold is needed, which would
+    depend on the unknown scale of the scene. Images the model did not register, and every
+    image when fewer than 3 are registered or they lie on a line (no unique similarity),
+    score infinity.
+    """
+    estimated = {name: pose.tgt_origin_in_src() for name, pose in registered_poses(model).items()}
+    truth = {name: pose.tgt_origin_in_src() for name, pose in registered_poses(gt).items()}
+    names = sorted(truth)
+    common = [name for name in names if name in estimated]
+    errors = np.full(len(names), np.inf)
+    if len(common) < 3:
+        return errors
+    source = np.array([estimated[name] for name in common])
+    target = np.array([truth[name] for name in common])
+    gt_from_model = umeyama_alignment(source, target)
+    if gt_from_model is None:
+        return errors
+    errors[[names.index(name) for name in common]] = np.linalg.norm(gt_from_model * source - target, axis=1)
+    return errors

@@ -1,0 +1,138 @@
+"""One method's pipeline run on an image folder, timed stage by stage.
+
+The reference is COLMAP's own SIFT pipeline, called through pycolmap as it is (feature
+extraction, matching, geometric verification). Plugin methods go through `colmap_plugin`.
+Both share the image list, the pairs, the verification options and the mapper, so the
+features and matches are the only difference between them.
+"""
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pycolmap
+
+from colmap_plugin.database import import_images, open_database
+from colmap_plugin.extraction import ExtractionConf, extract_features
+from colmap_plugin.images import list_images
+from colmap_plugin.matching import MatchingConf, match_features, verify_pairs
+from colmap_plugin.pairs import select_pairs, write_pairs_file
+from colmap_plugin.reconstruction import ReconstructionConf, ReconstructionError, reconstruct
+
+REFERENCE = "colmap-sift"
+STAGES = ("extract", "match", "verify", "map")
+
+
+@dataclass
+class RunConf:
+    max_size: int | None = 1600  # long image side for extraction, reference and plugin alike
+    pairs: str = "exhaustive"  # exhaustive | sequential[:N] | PAIRS_FILE
+    mapper: str = "incremental"  # incremental | global
+    seed: int = 0  # mapper sampling, so that reruns agree
+    num_threads: int = -1  # extraction and matching (their results do not depend on it)
+    mapper_threads: int = 1  # more threads make the model differ from run to run
+
+
+@dataclass
+class MethodRun:
+    """Where a method's files are, the model it built (None if none) and its stage times in seconds."""
+
+    name: str
+    output: Path
+    model: pycolmap.Reconstruction | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    error: str | None = None  # why no model was built
+
+    @property
+    def database(self) -> Path:
+        return self.output / "database.db"
+
+    @property
+    def sparse(self) -> Path:
+        return self.output / "sparse"
+
+
+def _fresh_run(name: str, output_dir: Path) -> MethodRun:
+    """A run in an emptied folder: timings are only meaningful when every stage runs."""
+    run = MethodRun(name, Path(output_dir))
+    shutil.rmtree(run.output, ignore_errors=True)
+    run.output.mkdir(parents=True)
+    return run
+
+
+def _map(run: MethodRun, image_dir: Path, conf: RunConf) -> None:
+    start = time.perf_counter()
+    try:
+        run.model = reconstruct(
+            run.database,
+            image_dir,
+            run.sparse,
+            ReconstructionConf(mapper=conf.mapper, num_threads=conf.mapper_threads, seed=conf.seed),
+        )
+    except ReconstructionError as error:
+        run.error = str(error)
+    run.seconds["map"] = time.perf_counter() - start
+
+
+def run_reference(
+    image_dir: Path, output_dir: Path, conf: RunConf = RunConf()
+) -> tuple[MethodRun, list[tuple[str, str]]]:
+    """COLMAP's SIFT pipeline on `image_dir`; returns the run and the pairs it matched (for the others)."""
+    run = _fresh_run(REFERENCE, output_dir)
+
+    start = time.perf_counter()
+    names = list_images(image_dir)
+    # Importing first numbers the images in name order; the threaded extractor numbers them in
+    # the order its threads finish, which changes pair orientation, RANSAC samples and the model.
+    import_images(run.database, image_dir, names)
+    extraction = pycolmap.FeatureExtractionOptions()
+    extraction.max_image_size = conf.max_size or -1
+    extraction.num_threads = conf.num_threads
+    pycolmap.extract_features(
+        run.database,
+        image_dir,
+        names,
+        pycolmap.CameraMode.AUTO,
+        extraction_options=extraction,
+        device=pycolmap.Device.cpu,
+    )
+    run.seconds["extract"] = time.perf_counter() - start
+
+    with open_database(run.database) as database:
+        pairs = select_pairs(conf.pairs, database)
+    pairs_path = run.output / "pairs.txt"
+    write_pairs_file(pairs, pairs_path)
+    start = time.perf_counter()
+    matching = pycolmap.FeatureMatchingOptions()
+    matching.num_threads = conf.num_threads
+    # Verified separately below, with the very call the plugin uses, to time the two stages apart.
+    matching.skip_geometric_verification = True
+    pairing = pycolmap.ImportedPairingOptions()
+    pairing.match_list_path = pairs_path
+    pycolmap.match_image_pairs(run.database, matching, pairing, device=pycolmap.Device.cpu)
+    run.seconds["match"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    verify_pairs(run.database, pairs)
+    run.seconds["verify"] = time.perf_counter() - start
+
+    _map(run, image_dir, conf)
+    return run, pairs
+
+
+def run_plugin(
+    method: str, image_dir: Path, output_dir: Path, pairs: list[tuple[str, str]], conf: RunConf = RunConf()
+) -> MethodRun:
+    """The plugin pipeline with extraction `method` and its default matcher on the given pairs."""
+    run = _fresh_run(method, output_dir)
+    features, matches = run.output / "features.h5", run.output / "matches.h5"
+    extraction = extract_features(
+        image_dir, run.database, features, ExtractionConf(method=method, max_size=conf.max_size)
+    )
+    run.seconds["extract"] = extraction.seconds
+    matching = match_features(run.database, features, matches, pairs, MatchingConf())
+    run.seconds["match"] = matching.seconds_match
+    run.seconds["verify"] = matching.seconds_verify
+    _map(run, image_dir, conf)
+    return run

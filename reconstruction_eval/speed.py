@@ -1,0 +1,89 @@
+"""`msk bench speed`: extraction time per image, COLMAP's SIFT and plugin methods, in one run.
+
+Every method sees the same images at the same size, one after the other, so machine load
+affects them alike. Times cover decoding, resizing and extraction; COLMAP's SIFT runs
+through `pycolmap.FeatureExtractor` with COLMAP's defaults (CPU, all threads). For methods
+that describe keypoints with MSK, the time to describe exactly `describe_count` SIFT
+keypoints is reported on its own, the figure the descriptor's speed target refers to.
+"""
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pycolmap
+import torch
+
+from colmap_plugin.features import create_extractor
+from colmap_plugin.images import list_images, read_image
+from colmap_plugin.keypoints import affine_keypoints
+
+REFERENCE = "colmap-sift"
+
+
+@dataclass
+class SpeedConf:
+    max_size: int = 1600
+    max_images: int = 5
+    describe_count: int = 4000
+
+
+def _colmap_sift(max_size: int):
+    options = pycolmap.FeatureExtractionOptions()
+    options.max_image_size = max_size
+    extractor = pycolmap.FeatureExtractor.create(options, pycolmap.Device.cpu)
+
+    def extract(path: Path) -> int:
+        keypoints, _ = extractor.extract(pycolmap.Bitmap.read(path, False))
+        return len(keypoints)
+
+    return extract
+
+
+def _plugin(method: str, max_size: int):
+    extractor = create_extractor(method)
+
+    def extract(path: Path) -> int:
+        image = read_image(path, max_size)
+        return len(extractor.extract(image.gray))
+
+    return extract
+
+
+def _describe_time(path: Path, conf: SpeedConf) -> float:
+    """Seconds to describe `describe_count` SIFT keypoints of the image with the MSK descriptor."""
+    from msk.descriptor import describe_keypoints
+    from msk.weights import load_descriptor
+
+    image = read_image(path, conf.max_size).gray
+    sift = create_extractor("sift", max_keypoints=2 * conf.describe_count).extract(image)
+    keep = slice(0, min(conf.describe_count, len(sift)))
+    keypoints = affine_keypoints(sift.keypoints[keep], sift.scales[keep], sift.orientations[keep])
+    model = load_descriptor()
+    start = time.perf_counter()
+    describe_keypoints(model, image, keypoints)
+    return time.perf_counter() - start
+
+
+def bench_speed(image_dir: Path, methods: list[str], conf: SpeedConf = SpeedConf()) -> dict:
+    """Mean seconds and keypoints per image for COLMAP's SIFT and each method (JSON-ready)."""
+    paths = [Path(image_dir) / name for name in list_images(Path(image_dir))[: conf.max_images]]
+    runners = {REFERENCE: _colmap_sift(conf.max_size), **{m: _plugin(m, conf.max_size) for m in methods}}
+    for run in runners.values():  # warm-up: model loading and first-call allocations are not per-image costs
+        run(paths[0])
+    results = {}
+    with torch.inference_mode():
+        for name, run in runners.items():
+            seconds, keypoints = [], []
+            for path in paths:
+                start = time.perf_counter()
+                keypoints.append(run(path))
+                seconds.append(time.perf_counter() - start)
+            results[name] = {"seconds_per_image": float(np.mean(seconds)), "keypoints_per_image": float(np.mean(keypoints))}
+    if any("msk" in method for method in methods):
+        results["describe"] = {
+            "keypoints": conf.describe_count,
+            "seconds_per_image": float(np.mean([_describe_time(path, conf) for path in paths])),
+        }
+    return {"images": [p.name for p in paths], "max_size": conf.max_size, "methods": results}

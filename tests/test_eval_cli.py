@@ -1,0 +1,118 @@
+"""`msk compare`, `msk bench scenes` and `msk bench homography` end to end on small real subsets."""
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from reconstruction_eval.cli import EXIT_USAGE, add_eval_commands
+
+
+def run_cli(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="msk")
+    add_eval_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args([str(arg) for arg in argv])
+    return args.func(args)
+
+
+def link_images(names: list[str], source: Path, target: Path) -> None:
+    target.mkdir(parents=True)
+    for name in names:
+        (target / name).symlink_to(source / name)
+
+
+def test_unusable_input_exits_with_code_2(tmp_path, capsys):
+    assert run_cli("compare", tmp_path / "missing", "--output", tmp_path / "out") == EXIT_USAGE
+    assert "image folder not found" in capsys.readouterr().err
+    (tmp_path / "images").mkdir()
+    assert run_cli("compare", tmp_path / "images", "--output", tmp_path / "out", "--gt", tmp_path) == EXIT_USAGE
+    assert "no COLMAP model" in capsys.readouterr().err
+    assert run_cli("bench", "homography", tmp_path, "--output", tmp_path / "out") == EXIT_USAGE
+    assert run_cli("bench", "scenes", tmp_path, "--output", tmp_path / "out") == EXIT_USAGE
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("compare", tmp_path / "images", "--output", tmp_path / "out", "--methods", "sift,nonsense")
+    assert exit_info.value.code == EXIT_USAGE
+
+
+def test_bench_scenes_compares_colmap_sift_with_the_plugin(datasets, tmp_path, capsys):
+    # One scene of four fountain images at 400 px: the reference and the plugin's SIFT must both
+    # register every image and get the relative poses right within a few degrees.
+    scene = datasets / "eval" / "fountain-P11"
+    link_images(
+        ["0000.jpg", "0001.jpg", "0002.jpg", "0003.jpg"], scene / "images", tmp_path / "scenes" / "fountain" / "images"
+    )
+    (tmp_path / "scenes" / "fountain" / "gt").symlink_to(scene / "gt")
+    output = tmp_path / "out"
+    assert (
+        run_cli(
+            "bench",
+            "scenes",
+            tmp_path / "scenes",
+            "--output",
+            output,
+            "--methods",
+            "sift",
+            "--max-size",
+            "400",
+            "--json",
+        )
+        == 0
+    )
+
+    summary = json.loads(capsys.readouterr().out)
+    report = json.loads((output / "fountain" / "report.json").read_text())
+    assert summary["scenes"]["fountain"]["methods"].keys() == report["methods"].keys() == {"colmap-sift", "sift"}
+    assert report["num_pairs"] == 6 and report["gt_images"] == 4
+    for name, results in report["methods"].items():
+        assert results["registered"] == 4, name
+        assert results["verified_pairs"] == 6, name
+        assert results["points3D"] > 100 and 2 <= results["track_length"] <= 4, name
+        assert results["auc1"] <= results["auc3"] <= results["auc5"] <= results["auc10"], name
+        assert results["auc5"] > 80, name
+        assert results["center_error_median"] < 0.05, name  # GT units (metres), the cameras are metres apart
+        assert len(results["pose_errors"]) == 6 and results["error"] is None, name
+        assert all(results[f"time_{stage}_s"] > 0 for stage in ("extract", "match", "verify", "map")), name
+    figures = ["pose_errors.png", "track_lengths.png", "observations_per_image.png", "times.png", "matches_0.png"]
+    for figure in figures:
+        assert (output / "fountain" / figure).stat().st_size > 1000, figure
+        assert f"]({figure})" in (output / "fountain" / "report.md").read_text()
+    assert "| fountain | colmap-sift | 4 / 4 |" in (output / "report.md").read_text()
+    assert (output / "auc5.png").is_file()
+
+
+def test_bench_homography_on_two_easy_pairs(datasets, tmp_path, capsys):
+    source = datasets / "homography" / "magsac"
+    dataset = tmp_path / "magsac"
+    link_images(["boatA.png", "boatB.png", "adamA.png", "adamB.png"], source / "images", dataset / "images")
+    (dataset / "gt").mkdir()
+    for name in ("boat", "adam"):
+        (dataset / "gt" / f"{name}_H_AtoB.txt").symlink_to(source / "gt" / f"{name}_H_AtoB.txt")
+    output = tmp_path / "out"
+    assert (
+        run_cli(
+            "bench",
+            "homography",
+            dataset,
+            "--output",
+            output,
+            "--methods",
+            "sift",
+            "--max-size",
+            "640",
+            "--max-keypoints",
+            "1024",
+        )
+        == 0
+    )
+    assert "MMA@3px" in capsys.readouterr().out
+
+    results = json.loads((output / "report.json").read_text())["methods"]["sift"]
+    assert set(results["pairs"]) == {"adam", "boat"}
+    assert results["keypoints"] <= 1024
+    mma = [results[f"mma{t}"] for t in range(1, 11)]
+    assert mma == sorted(mma) and 0.5 < mma[2] <= 1  # monotone; most SIFT matches are right on these pairs
+    assert results["correct_matches"] > 50 and 0.2 < results["repeatability"] < 1
+    assert results["h_acc1"] <= results["h_acc3"] <= results["h_acc5"] and results["h_acc5"] > 0
+    for figure in ("mma.png", "correct_matches.png", "times.png", "matches_0.png"):
+        assert (output / figure).stat().st_size > 1000, figure

@@ -1,0 +1,102 @@
+"""The MSK networks' building blocks, checked on inputs whose answers are known."""
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from msk.descriptor import DescriptorConf, TripletDescriptor, fuse_for_inference
+from msk.detector import DetectionConf, DetectorConf, MskDetector, detect, sample_scores, spread_top_k
+from msk.match_decision import propose_candidates
+from msk.orientation import dominant_orientation
+from msk.train.common import fpr_at_recall
+from msk.train.descriptor import hardest_negative_triplet_loss
+
+
+def test_fused_descriptor_matches_the_trained_one_and_is_unit_length():
+    torch.manual_seed(0)
+    model = TripletDescriptor(DescriptorConf()).eval()
+    for module in model.modules():  # non-trivial batch-norm statistics
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    patches = torch.rand(16, 1, 32, 32)
+    with torch.inference_mode():
+        reference = model(patches)
+        fused = fuse_for_inference(model)(patches.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(reference, fused, atol=1e-4)
+    assert torch.allclose(fused.norm(dim=1), torch.ones(16), atol=1e-5)
+
+
+def test_triplet_loss_vanishes_only_when_negatives_are_far():
+    anchors = torch.eye(4)
+    assert hardest_negative_triplet_loss(anchors, anchors, margin=1.0) == 0  # negatives sqrt(2) away
+    swapped = anchors[[1, 0, 2, 3]]
+    assert hardest_negative_triplet_loss(anchors, swapped, margin=1.0) > 1
+
+
+def test_fpr95_counts_negatives_closer_than_the_recall_threshold():
+    distances = np.array([0.1] * 19 + [0.5] + [0.05, 0.6, 0.7, 0.8])
+    is_match = np.array([True] * 20 + [False] * 4)
+    assert fpr_at_recall(distances, is_match, 0.95) == 0.25
+
+
+class FixedScaleSpace(torch.nn.Module):
+    """Stands in for the detector network: returns given score maps, with the real scale geometry."""
+
+    def __init__(self, octaves: list[torch.Tensor]):
+        super().__init__()
+        self.octaves = octaves
+        self.conf = DetectorConf(levels_per_octave=octaves[0].shape[1], num_octaves=len(octaves))
+
+    def forward(self, image):
+        return self.octaves
+
+
+def test_detection_and_training_agree_on_where_a_peak_is():
+    conf = DetectorConf()
+    octaves = [torch.full((1, 3, 64 // 2**o, 96 // 2**o), -5.0) for o in range(2)]
+    octaves[1][0, 2, 10, 20] = 3.0  # octave 1 (stride 4), level 2
+    model = FixedScaleSpace(octaves)
+    found = detect(model, torch.zeros(1, 1, 128, 192), DetectionConf(max_keypoints=10))
+    assert len(found["xy"]) == 1
+    assert torch.allclose(found["xy"][0], torch.tensor([20 * 4 + 1.5, 10 * 4 + 1.5]))
+    expected_sigma = conf.sigma0 * 2 ** (1 + 2 / 3)
+    assert math.isclose(found["sigma"][0].item(), expected_sigma, rel_tol=1e-5)
+    index = MskDetector(conf).scale_index(found["sigma"])
+    logit = sample_scores(octaves, found["xy"], index, torch.zeros(1, dtype=torch.long))
+    assert math.isclose(logit.item(), 3.0, rel_tol=1e-5)
+
+
+def test_spread_top_k_leaves_no_cell_empty():
+    strong = torch.stack([torch.rand(500) * 50, torch.rand(500) * 50], dim=1)  # top-left corner, high scores
+    weak = torch.tensor([[150.0, 150.0], [180.0, 20.0]])
+    xy = torch.cat([strong, weak])
+    score = torch.cat([torch.rand(500) + 1, torch.tensor([0.1, 0.2])])
+    keep = spread_top_k(xy, score, (200, 200), k=64, cells=4)
+    assert len(keep) == 64 and {500, 501} <= set(keep.tolist())
+    assert torch.all(score[keep][:-1] >= score[keep][1:])
+
+
+def test_orientation_follows_the_image_rotation():
+    rows, cols = np.mgrid[0:101, 0:101].astype(np.float32)
+    ramp = np.clip(50 + 3 * (cols - 50), 0, 255)  # brightness grows to the right: gradient along +x
+    blob = np.exp(-((cols - 50) ** 2 + (rows - 50) ** 2) / (2 * 15**2))
+    image = (ramp * blob + 30).astype(np.uint8)
+    xy, sigma = np.array([[50.5, 50.5]], np.float32), np.array([3.0], np.float32)
+    angle = dominant_orientation(image, xy, sigma)[0]
+    turned = dominant_orientation(np.ascontiguousarray(np.rot90(image, k=-1)), xy, sigma)[0]  # clockwise on screen
+    assert abs(angle) < 0.1
+    assert abs(turned - math.pi / 2) < 0.1  # +x rotates to +y (down) in image coordinates
+
+
+def test_candidates_carry_mutuality_and_ratios():
+    desc0 = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0, 0.0], [0.9, 0.1, 0.0]]), dim=1)
+    desc1 = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]), dim=1)
+    candidates = propose_candidates(desc0, desc1)
+    assert candidates.index1.tolist() == [0, 0]
+    mutual = candidates.features[:, -1]
+    assert mutual.tolist() == [1.0, 0.0]
+    ratio1 = candidates.features[:, -2]
+    assert ratio1[0] < 1 < ratio1[1]  # keypoint 1 of image 0 loses its candidate to keypoint 0
