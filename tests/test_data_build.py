@@ -19,7 +19,6 @@ from kornia.feature import SIFTDescriptor
 import msk.data.build as build_module
 from colmap_plugin.datasets import datasets_root
 from msk.data.build import BuildConf, build_dataset
-from msk.data.cli import add_data_commands
 from msk.data.dataset import DetectorSamples, TrackTriplets
 from msk.data.patches import crop_patches, keypoint_orientation, keypoint_scale, oriented_lafs
 from msk.data.sfm import SfmConf
@@ -27,7 +26,8 @@ from msk.data.targets import EMPTY, TRACKED, UNTRACKED, SampleConf
 
 TRAIN = datasets_root() / "train"
 PAIRS = ["box", "castle"]
-SOURCES = [TRAIN / "berlin" / "images"] + [TRAIN / "kusvod2_pairs" / "images" / f"{p}{s}.jpg" for p in PAIRS for s in "AB"]
+SOURCES = [TRAIN / "berlin" / "images"]
+SOURCES += [TRAIN / "kusvod2_pairs" / "images" / f"{p}{side}.jpg" for p in PAIRS for side in "AB"]
 pytestmark = pytest.mark.skipif(
     not all(p.exists() for p in SOURCES), reason=f"training scenes not found under {TRAIN} (set MSK_DATASETS)"
 )
@@ -52,13 +52,18 @@ def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     scenes = _make_scenes(root)
     summary = build_dataset(scenes, root / "train.h5", CONF)
-    return SimpleNamespace(root=root, scenes=scenes, output=root / "train.h5", work=root / "train_work", summary=summary)
+    return SimpleNamespace(scenes=scenes, output=root / "train.h5", work=root / "train_work", summary=summary)
 
 
 def _read_scene(path: Path, name: str) -> dict[str, np.ndarray]:
     with h5py.File(path, "r") as f:
         g = f["scenes"][name]
         return {f"{k}/{d}": g[k][d][:] for k in ("tracks", "detector", "images") for d in g[k]}
+
+
+def _as_bytes(patch: torch.Tensor) -> bytes:
+    """A dataset's unaugmented (1, PS, PS) patch as the uint8 bytes stored in the file."""
+    return (patch[0] * 255).round().to(torch.uint8).numpy().tobytes()
 
 
 def test_every_scene_is_built(built):
@@ -129,12 +134,12 @@ def test_patches_trace_back_to_colmap(built, scene):
         else:
             assert (keypoints[0][1], keypoints[1][1]) in inliers
 
-    # The stored patch is the crop of the original image around the keypoint.
-    for r in range(0, len(data["tracks/patches"]), 97):
-        name = names[data["tracks/image_idx"][r]]
+    # The stored patches are the crops of the original images around the keypoints.
+    for i, name in enumerate(names):
         image = pycolmap.Bitmap.read(built.scenes / scene.split(":")[0] / "images" / name, False).to_array()
-        kp = kps[name][data["tracks/keypoint_idx"][r]][None]
-        np.testing.assert_array_equal(crop_patches(image, oriented_lafs(kp, 12.0), 32)[0], data["tracks/patches"][r])
+        rows = np.flatnonzero(data["tracks/image_idx"] == i)[::37]
+        kp = kps[name][data["tracks/keypoint_idx"][rows]]
+        np.testing.assert_array_equal(crop_patches(image, oriented_lafs(kp, 12.0), 32), data["tracks/patches"][rows])
 
 
 def test_detector_samples_are_labelled_by_sfm(built):
@@ -174,8 +179,7 @@ def test_split_never_mixes_scenes(built):
         for i in torch.randint(len(triplets), (50,)).tolist():
             item = triplets[i]
             for key in ("anchor", "positive", "negative"):
-                patch = (item[key][0] * 255).round().to(torch.uint8).numpy()
-                assert patch.tobytes() in allowed_patches
+                assert _as_bytes(item[key]) in allowed_patches
         detector = DetectorSamples(built.output, split, augment_conf=None)
         assert {SPLITS[s] for s in detector.scenes} == {split}
     train_images = {n.decode() for s in SPLITS if SPLITS[s] == "train" for n in raw[s]["images/name"]}
@@ -193,7 +197,7 @@ def test_triplets_pair_two_views_of_a_track_with_another_track(built):
         item = triplets[start + t]
         assert (item["scene"], item["track"]) == (berlin, t)
         views = {p.tobytes() for p in patches[offsets[t] : offsets[t + 1]]}
-        a, p, n = ((item[k][0] * 255).round().to(torch.uint8).numpy().tobytes() for k in ("anchor", "positive", "negative"))
+        a, p, n = (_as_bytes(item[k]) for k in ("anchor", "positive", "negative"))
         assert a in views and p in views and a != p
         assert n not in views
 
@@ -302,14 +306,3 @@ def test_show_writes_a_png(built, tmp_path):
     assert header[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
     assert width > 400 and height > 800
-
-
-def test_data_commands_register_on_a_parser():
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="msk")
-    add_data_commands(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["data", "build", "scenes", "--output", "out.h5", "--max-points", "10"])
-    assert args.func.__name__ == "_run_build" and args.max_points == 10 and args.output == Path("out.h5")
-    args = parser.parse_args(["data", "show", "out.h5", "--output", "look.png"])
-    assert args.func.__name__ == "_run_show"

@@ -20,8 +20,6 @@ from .targets import SampleConf
 
 
 def _run_build(args: argparse.Namespace) -> None:
-    if not args.verbose:
-        pycolmap.logging.minloglevel = 2  # COLMAP's per-image INFO lines would bury the progress bar
     conf = BuildConf(
         sfm=SfmConf(max_image_size=args.max_image_size, num_threads=args.num_threads),
         patch=PatchConf(patch_size=args.patch_size),
@@ -60,7 +58,6 @@ def _add_build(subparsers) -> None:
     p.add_argument("--max-views", type=int, default=sample.max_views_per_point, help="patches kept per track")
     p.add_argument("--val-fraction", type=float, default=BuildConf().val_fraction)
     p.add_argument("--seed", type=int, default=BuildConf().seed)
-    p.add_argument("--verbose", action="store_true", help="keep COLMAP's log")
     p.set_defaults(func=_run_build)
 
 
@@ -85,10 +82,12 @@ def add_data_commands(subparsers) -> None:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(prog="python -m msk.data.cli", description=__doc__.splitlines()[0])
+    parser.add_argument("--verbose", action="store_true", help="keep COLMAP's log")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_build(commands)
     _add_show(commands)
     args = parser.parse_args(argv)
+    pycolmap.logging.minloglevel = 0 if args.verbose else 2  # COLMAP's INFO lines would bury the progress
     args.func(args)
 
 

@@ -108,8 +108,9 @@ def _existing(folder: Path, conf: SfmConf | None) -> Reconstruction | None:
     if not database.exists() or not (folder / "sparse").is_dir():
         return None
     conf_file = folder / SFM_CONF_FILE
-    if conf is not None and conf_file.exists() and _settings(json.loads(conf_file.read_text())) != _settings(asdict(conf)):
-        return None  # our own cache, but from other settings
+    if conf is not None and conf_file.exists():
+        if _settings(json.loads(conf_file.read_text())) != _settings(asdict(conf)):
+            return None  # our own cache, but from other settings
     return Reconstruction(database, tuple(_model_dirs(folder / "sparse")), reused=True)
 
 
@@ -214,7 +215,9 @@ def _collect_models(collector: _Collector, model_dirs: tuple[Path, ...]) -> None
     for m in sorted(range(len(models)), key=lambda m: -models[m].num_reg_images()):
         model = models[m]
         # An image can be registered without seeing any 3D point: it has nothing to label.
-        observed = sorted((i for i in model.reg_image_ids() if model.images[i].num_points3D), key=lambda i: model.images[i].name)
+        observed = sorted(
+            (i for i in model.reg_image_ids() if model.images[i].num_points3D), key=lambda i: model.images[i].name
+        )
         names = {model.images[i].name for i in observed}
         if names & taken:
             logger.info("skipping model %s: it shares images with a larger one", model_dirs[m])

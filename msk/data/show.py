@@ -13,7 +13,11 @@ import numpy as np  # noqa: E402
 from .targets import EMPTY, TRACKED, UNTRACKED  # noqa: E402
 
 _GAP = 2  # pixels between patches
-_KIND_NAMES = {TRACKED: "positive: tracked", UNTRACKED: "negative: untracked detection", EMPTY: "negative: no detection"}
+_KIND_NAMES = {
+    TRACKED: "positive: tracked",
+    UNTRACKED: "negative: untracked detection",
+    EMPTY: "negative: no detection",
+}
 
 
 def _mosaic(rows: list[np.ndarray], columns: int, ps: int) -> np.ndarray:

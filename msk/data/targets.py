@@ -42,7 +42,9 @@ class DetectorSamples:
     keypoint_idx: np.ndarray  # (D,) int64 keypoint index in the image, -1 for EMPTY
 
 
-def select_observations(tracks: SceneTracks, conf: SampleConf, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def select_observations(
+    tracks: SceneTracks, conf: SampleConf, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Cap tracks and views per track at random.
 
     Returns the kept tracks (T',) and kept observation indices (O',) into `tracks.obs_*`,
