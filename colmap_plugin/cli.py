@@ -166,12 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Commands of the other packages register themselves (model training, evaluation).
     from msk.data.cli import add_data_commands
-    from msk.train.cli import add_train_commands
+    from msk.train.cli import add_show_commands, add_train_commands
     from reconstruction_eval.cli import add_eval_commands
 
     add_eval_commands(commands)
     add_data_commands(commands)
     add_train_commands(commands)
+    add_show_commands(commands)
     return parser
 
 

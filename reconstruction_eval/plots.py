@@ -28,7 +28,7 @@ def _colors(names: list[str]) -> dict[str, str]:
     return {name: cycle[index % len(cycle)] for index, name in enumerate(names)}
 
 
-def _save(figure: plt.Figure, path: Path) -> None:
+def save_figure(figure: plt.Figure, path: Path) -> None:
     """Render with Agg and write the PNG with pycolmap's own encoder.
 
     Not `savefig`: the pycolmap wheel exports its bundled zlib's symbols, and once pycolmap is
@@ -40,7 +40,9 @@ def _save(figure: plt.Figure, path: Path) -> None:
     figure.canvas.draw()
     rgb = np.ascontiguousarray(np.asarray(figure.canvas.buffer_rgba())[..., :3])
     plt.close(figure)
-    if not pycolmap.Bitmap.from_array(rgb).write(Path(path)):
+    bitmap = pycolmap.Bitmap.from_array(rgb)
+    bitmap.set_jpeg_quality(85)  # used only for .jpg paths: figures with photos stay small
+    if not bitmap.write(Path(path)):
         raise OSError(f"cannot write {path}")
 
 
@@ -65,7 +67,7 @@ def plot_curves(
     axes.set(xlabel=xlabel, ylabel=ylabel, title=title, ylim=(0, 101))
     axes.grid(alpha=0.3)
     axes.legend(loc="best")
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def recall_curve(errors: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -93,7 +95,7 @@ def plot_grouped_bars(values: dict[str, np.ndarray], labels: list[str], ylabel: 
     axes.set(ylabel=ylabel, title=title)
     axes.grid(axis="y", alpha=0.3)
     axes.legend()
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def plot_stage_times(seconds: dict[str, dict[str, float]], stages: tuple[str, ...], path: Path) -> None:
@@ -110,7 +112,7 @@ def plot_stage_times(seconds: dict[str, dict[str, float]], stages: tuple[str, ..
     axes.set(xlabel="wall time (s)", title="Wall time per stage", xlim=(0, 1.15 * left.max()))
     axes.invert_yaxis()
     axes.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def load_display_image(path: Path) -> tuple[np.ndarray, tuple[float, float]]:
@@ -170,7 +172,7 @@ def plot_match_pairs(
         )
         axes.set_title(f"{label}: {summary} (showing {len(shown)})", fontsize=10)
     figure.suptitle(title)
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def pairs_to_draw(best_counts: dict[Hashable, int], count: int) -> list[Hashable]:

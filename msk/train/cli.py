@@ -7,10 +7,15 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
+
 from colmap_plugin.datasets import datasets_root
-from msk.weights import DESCRIPTOR_WEIGHTS, MATCH_DECISION_WEIGHTS
+from msk.weights import DESCRIPTOR_WEIGHTS, DETECTOR_WEIGHTS, MATCH_DECISION_WEIGHTS
+from msk.visualize import show_keypoints
+from reconstruction_eval.plots import plot_curves
 
 from .descriptor import DescriptorTrainConf, train_descriptor
+from .detector import DetectorTrainConf, train_detector
 from .matcher import MatcherTrainConf, train_matcher
 
 
@@ -25,9 +30,22 @@ def _run_matcher(args: argparse.Namespace) -> int:
     conf = MatcherTrainConf(epochs=args.epochs, seed=args.seed, num_threads=args.num_threads)
     meta = train_matcher(args.dataset, args.scenes, args.output, conf, descriptor_weights=args.descriptor)
     report = meta["validation"]
+    if args.plot:
+        curves = {
+            name: (np.array([100 * p["recall"] for p in curve]), np.array([100 * p["precision"] for p in curve]))
+            for name, curve in report["curves"].items()
+        }
+        plot_curves(curves, "recall (%)", "precision (%)", "Match decisions on held-out scenes", args.plot)
     print(json.dumps({"threshold": meta["threshold"], "at_threshold": report["learned_at_threshold"],
                       "false_pair_matches_per_pair": report["false_pair_matches_per_pair"]}, indent=2))
     print(f"wrote {args.output}")
+    return 0
+
+
+def _run_detector(args: argparse.Namespace) -> int:
+    conf = DetectorTrainConf(steps=args.steps, seed=args.seed, num_threads=args.num_threads)
+    meta = train_detector(args.dataset, args.scenes, args.output, conf)
+    print(f"validation {meta['validation']}; wrote {args.output}")
     return 0
 
 
@@ -51,6 +69,34 @@ def add_train_commands(subparsers) -> None:
     matcher.add_argument("--descriptor", type=Path, default=DESCRIPTOR_WEIGHTS)
     matcher.add_argument("--output", type=Path, default=MATCH_DECISION_WEIGHTS)
     matcher.add_argument("--epochs", type=int, default=MatcherTrainConf.epochs)
+    matcher.add_argument("--plot", type=Path, help="PNG of the validation precision/recall curves")
     matcher.add_argument("--seed", type=int, default=0)
     matcher.add_argument("--num-threads", type=int, default=2)
     matcher.set_defaults(func=_run_matcher)
+
+    detector = commands.add_parser("detector", help="the recursive multi-scale detector")
+    detector.add_argument("dataset", type=Path, help="DATASET.h5 from `msk data build` (its detector samples)")
+    detector.add_argument("--scenes", type=Path, default=datasets_root() / "train", help="the scenes it was built from")
+    detector.add_argument("--output", type=Path, default=DETECTOR_WEIGHTS)
+    detector.add_argument("--steps", type=int, default=DetectorTrainConf.steps)
+    detector.add_argument("--seed", type=int, default=0)
+    detector.add_argument("--num-threads", type=int, default=2)
+    detector.set_defaults(func=_run_detector)
+
+
+def _run_show_keypoints(args: argparse.Namespace) -> int:
+    count = show_keypoints(args.image, args.output, args.max_size, args.max_keypoints)
+    print(f"{count} keypoints drawn; wrote {args.output}")
+    return 0
+
+
+def add_show_commands(subparsers) -> None:
+    """Register `show keypoints`: the detector's keypoints and score maps on one image."""
+    show = subparsers.add_parser("show", help="pictures of what the MSK model sees")
+    commands = show.add_subparsers(dest="show_command", required=True)
+    keypoints = commands.add_parser("keypoints", help="keypoints by scale and the score map of every level")
+    keypoints.add_argument("image", type=Path)
+    keypoints.add_argument("--output", type=Path, required=True, help="PNG to write")
+    keypoints.add_argument("--max-size", type=int, default=1024)
+    keypoints.add_argument("--max-keypoints", type=int, default=1024)
+    keypoints.set_defaults(func=_run_show_keypoints)

@@ -1,0 +1,50 @@
+"""`msk show keypoints`: what the detector sees — keypoints by scale and the score map of every level."""
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from colmap_plugin.images import read_image  # noqa: E402
+from reconstruction_eval.plots import save_figure  # noqa: E402
+
+from .detector import DetectionConf, detect  # noqa: E402
+from .weights import load_detector  # noqa: E402
+
+
+@torch.inference_mode()
+def show_keypoints(image_path: Path, output: Path, max_size: int = 1024, max_keypoints: int = 1024) -> int:
+    """Draw keypoints (circles of radius 3 sigma, coloured by scale-space level) and the score maps.
+
+    Returns the number of keypoints drawn.
+    """
+    model = load_detector()
+    image = read_image(image_path, max_size).gray
+    tensor = torch.from_numpy(image).float().div(255)[None, None]
+    found = detect(model, tensor, DetectionConf(max_keypoints=max_keypoints))
+    octaves = [torch.sigmoid(maps[0]).numpy() for maps in model(tensor)]  # each (L, h, w)
+    level_index = model.scale_index(found["sigma"]).numpy()
+
+    levels = model.conf.levels_per_octave
+    figure = plt.figure(figsize=(14, 2.2 * len(octaves) + 1))
+    grid = figure.add_gridspec(len(octaves), levels + 3)
+    axes = figure.add_subplot(grid[:, :3])
+    axes.imshow(image, cmap="gray")
+    colors = plt.get_cmap("viridis")(level_index / max(model.num_levels - 1, 1))
+    for (x, y), sigma, color in zip(found["xy"].numpy(), found["sigma"].numpy(), colors):
+        axes.add_patch(plt.Circle((x, y), 3 * sigma, fill=False, color=color, linewidth=0.8))
+    axes.set_title(f"{len(found['xy'])} keypoints, radius 3 sigma, colour = scale level (purple fine, yellow coarse)")
+    axes.axis("off")
+    for octave, maps in enumerate(octaves):
+        for level, scores in enumerate(maps):
+            panel = figure.add_subplot(grid[octave, 3 + level])
+            panel.imshow(scores, cmap="magma", vmin=0, vmax=1)
+            panel.set_title(f"octave {octave} level {level}: sigma {model.level_sigma(octave, level):.1f}px", fontsize=8)
+            panel.axis("off")
+    save_figure(figure, output)
+    return len(found["xy"])

@@ -1,0 +1,48 @@
+"""The shipped MSK weights through the plugin: a warped image pair is matched correctly."""
+
+import numpy as np
+import pytest
+import torch
+from kornia.geometry.transform import warp_perspective
+
+from colmap_plugin.features import create_extractor
+from colmap_plugin.images import read_image
+from colmap_plugin.keypoints import colmap_to_pixel
+from colmap_plugin.matchers import create_matcher
+from msk.visualize import show_keypoints
+
+# Rotation by 15 degrees, zoom 0.8 and a shift: a viewpoint change SfM photos often show.
+ANGLE, ZOOM = np.deg2rad(15), 0.8
+HOMOGRAPHY = np.array(
+    [[ZOOM * np.cos(ANGLE), -ZOOM * np.sin(ANGLE), 150.0], [ZOOM * np.sin(ANGLE), ZOOM * np.cos(ANGLE), -60.0], [0, 0, 1]]
+)
+
+
+@pytest.fixture(scope="module")
+def warped_pair(datasets):
+    image = read_image(datasets / "eval" / "Herz-Jesus-P8" / "images" / "0003.jpg", max_size=768).gray
+    warped = warp_perspective(
+        torch.from_numpy(image).float()[None, None], torch.from_numpy(HOMOGRAPHY).float()[None], image.shape
+    )
+    return image, warped[0, 0].round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+@pytest.mark.parametrize("method", ["sift+msk", "msk"])
+def test_learned_matches_of_a_warped_pair_are_mostly_correct(warped_pair, method):
+    image, warped = warped_pair
+    extractor = create_extractor(method, max_keypoints=2048)
+    features0, features1 = extractor.extract(image), extractor.extract(warped)
+    matches, probability = create_matcher("learned").match(features0, features1)
+    assert np.all((probability > 0) & (probability <= 1))
+    xy0 = colmap_to_pixel(features0.keypoints[matches[:, 0]])
+    xy1 = colmap_to_pixel(features1.keypoints[matches[:, 1]])
+    projected = np.c_[xy0, np.ones(len(xy0))] @ HOMOGRAPHY.T
+    error = np.linalg.norm(projected[:, :2] / projected[:, 2:] - xy1, axis=1)
+    correct = int(np.sum(error < 3))
+    assert correct >= 150, (correct, len(matches))
+    assert correct / len(matches) > 0.7, (correct, len(matches))
+
+
+def test_keypoint_picture_is_written(datasets, tmp_path):
+    count = show_keypoints(datasets / "eval" / "fountain-P11" / "images" / "0000.jpg", tmp_path / "look.jpg", 512, 300)
+    assert count == 300 and (tmp_path / "look.jpg").stat().st_size > 10_000
