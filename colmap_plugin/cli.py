@@ -110,7 +110,10 @@ def cmd_match(args: argparse.Namespace) -> int:
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     model = reconstruct(
-        _existing_database(args.database), _image_dir(args.images), Path(args.output), ReconstructionConf(mapper=args.mapper)
+        _existing_database(args.database),
+        _image_dir(args.images),
+        Path(args.output),
+        ReconstructionConf(mapper=args.mapper),
     )
     print(model.summary())
     return 0

@@ -47,9 +47,7 @@ class Features:
 
     def colmap_keypoints(self) -> np.ndarray:
         """(N, 4) float32 rows [x, y, scale, orientation], the layout COLMAP's database takes."""
-        return np.ascontiguousarray(
-            np.column_stack([self.keypoints, self.scales, self.orientations]), dtype=np.float32
-        )
+        return np.ascontiguousarray(np.column_stack([self.keypoints, self.scales, self.orientations]), dtype=np.float32)
 
 
 class BackendUnavailableError(RuntimeError):

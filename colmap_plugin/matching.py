@@ -159,6 +159,4 @@ def _match_pairs(
                 _write_database_matches(database, ids[name0], ids[name1], matches)
             summary.matched += 1
             summary.num_matches += len(matches)
-    return [
-        (name0, name1) for name0, name1 in pairs if not database.exists_two_view_geometry(ids[name0], ids[name1])
-    ]
+    return [(name0, name1) for name0, name1 in pairs if not database.exists_two_view_geometry(ids[name0], ids[name1])]

@@ -76,9 +76,7 @@ def select_pairs(spec: str, database: pycolmap.Database) -> list[tuple[str, str]
         known = {image.name for image in database.read_all_images()}
         unknown = sorted({name for pair in pairs for name in pair} - known)
         if unknown:
-            raise PairsError(
-                f"pairs file {spec} names {len(unknown)} images not in the database, e.g. {unknown[0]!r}"
-            )
+            raise PairsError(f"pairs file {spec} names {len(unknown)} images not in the database, e.g. {unknown[0]!r}")
     else:
         raise PairsError(f"pairs must be 'exhaustive', 'sequential[:N]' or an existing pairs file, got {spec!r}")
     return unique_pairs(pairs)

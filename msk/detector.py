@@ -54,7 +54,10 @@ class MskDetector(nn.Module):
         self.conf = conf
         c = conf.channels
         self.stem = nn.Sequential(
-            nn.Conv2d(1, c, 3, stride=2, padding=1), nn.ReLU(inplace=True), nn.Conv2d(c, c, 3, padding=1), nn.ReLU(inplace=True)
+            nn.Conv2d(1, c, 3, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c, c, 3, padding=1),
+            nn.ReLU(inplace=True),
         )
         self.block = RecursiveBlock(c)
         self.score = nn.Conv2d(c, 1, 1)
@@ -96,7 +99,9 @@ def octave_stride(octave: int) -> int:
     return 2 ** (octave + 1)
 
 
-def sample_scores(octaves: list[torch.Tensor], xy: torch.Tensor, index: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+def sample_scores(
+    octaves: list[torch.Tensor], xy: torch.Tensor, index: torch.Tensor, batch: torch.Tensor
+) -> torch.Tensor:
     """Logits at centre-origin input pixels xy (N, 2) of images `batch` (N,), scale-space levels `index` (N,).
 
     Bilinear in x and y within the level's map; level = round(index) clamped to the scale-space.
@@ -114,7 +119,9 @@ def sample_scores(octaves: list[torch.Tensor], xy: torch.Tensor, index: torch.Te
         cell = (xy[in_octave] - (stride - 1) / 2) / stride
         grid = torch.stack([2 * cell[:, 0] / max(width - 1, 1) - 1, 2 * cell[:, 1] / max(height - 1, 1) - 1], dim=-1)
         chosen = maps[batch[in_octave], level[in_octave] % num_levels]  # (n, h, w)
-        logits[in_octave] = F.grid_sample(chosen[:, None], grid[:, None, None], align_corners=True, padding_mode="border")[:, 0, 0, 0]
+        logits[in_octave] = F.grid_sample(
+            chosen[:, None], grid[:, None, None], align_corners=True, padding_mode="border"
+        )[:, 0, 0, 0]
     return logits
 
 
@@ -158,7 +165,9 @@ def detect(model: MskDetector, image: torch.Tensor, conf: DetectionConf = Detect
     return {"xy": xy[keep], "sigma": sigma[keep], "score": score[keep]}
 
 
-def _refine(maps: torch.Tensor, level: torch.Tensor, row: torch.Tensor, col: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _refine(
+    maps: torch.Tensor, level: torch.Tensor, row: torch.Tensor, col: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Sub-cell (N, 2) and sub-level (N,) offsets of maxima by fitting a parabola along each axis.
 
     A maximum on the border of an axis has one neighbour there and keeps offset 0 along it.
@@ -187,7 +196,9 @@ def spread_top_k(xy: torch.Tensor, score: torch.Tensor, size: tuple[int, int], k
     if len(score) <= k:
         return torch.argsort(score, descending=True)
     order = torch.argsort(score, descending=True)
-    cell = (xy[order, 1] * cells / size[1]).long().clamp(0, cells - 1) * cells + (xy[order, 0] * cells / size[0]).long().clamp(0, cells - 1)
+    cell = (xy[order, 1] * cells / size[1]).long().clamp(0, cells - 1) * cells + (
+        xy[order, 0] * cells / size[0]
+    ).long().clamp(0, cells - 1)
     # Rank of each point within its cell, in score order.
     sorted_cell, by_cell = torch.sort(cell, stable=True)
     first_of_cell = torch.searchsorted(sorted_cell, sorted_cell, side="left")

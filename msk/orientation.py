@@ -21,12 +21,16 @@ NUM_BINS = 36
 
 
 @torch.inference_mode()
-def dominant_orientation(image: np.ndarray, xy: np.ndarray, sigma: np.ndarray, patch_conf: PatchConf = PatchConf()) -> np.ndarray:
+def dominant_orientation(
+    image: np.ndarray, xy: np.ndarray, sigma: np.ndarray, patch_conf: PatchConf = PatchConf()
+) -> np.ndarray:
     """Orientations (N,) radians of keypoints at COLMAP xy (N, 2) with scales (N,) in a grey image."""
     if len(xy) == 0:
         return np.zeros(0, np.float32)
     upright = affine_keypoints(xy, sigma, np.zeros(len(xy), np.float32))
-    patches = torch.from_numpy(crop_patches(image, oriented_lafs(upright, patch_conf.window), patch_conf.patch_size)).float()
+    patches = torch.from_numpy(
+        crop_patches(image, oriented_lafs(upright, patch_conf.window), patch_conf.patch_size)
+    ).float()
     gradient = spatial_gradient(patches[:, None], mode="sobel")[:, 0]  # (N, 2, P, P): d/dx, d/dy
     gx, gy = gradient[:, 0], gradient[:, 1]
     size = patch_conf.patch_size

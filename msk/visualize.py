@@ -7,7 +7,6 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from colmap_plugin.images import read_image  # noqa: E402
@@ -44,7 +43,9 @@ def show_keypoints(image_path: Path, output: Path, max_size: int = 1024, max_key
         for level, scores in enumerate(maps):
             panel = figure.add_subplot(grid[octave, 3 + level])
             panel.imshow(scores, cmap="magma", vmin=0, vmax=1)
-            panel.set_title(f"octave {octave} level {level}: sigma {model.level_sigma(octave, level):.1f}px", fontsize=8)
+            panel.set_title(
+                f"octave {octave} level {level}: sigma {model.level_sigma(octave, level):.1f}px", fontsize=8
+            )
             panel.axis("off")
     save_figure(figure, output)
     return len(found["xy"])

@@ -6,8 +6,8 @@ import torch
 
 from colmap_plugin.features import BackendUnavailableError
 
-from .detector import DetectorConf, MskDetector
 from .descriptor import DescriptorConf, TripletDescriptor, fuse_for_inference
+from .detector import DetectorConf, MskDetector
 from .match_decision import MatchDecisionConf, MatchDecisionNet
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"

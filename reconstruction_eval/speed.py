@@ -80,7 +80,10 @@ def bench_speed(image_dir: Path, methods: list[str], conf: SpeedConf = SpeedConf
                 start = time.perf_counter()
                 keypoints.append(run(path))
                 seconds.append(time.perf_counter() - start)
-            results[name] = {"seconds_per_image": float(np.mean(seconds)), "keypoints_per_image": float(np.mean(keypoints))}
+            results[name] = {
+                "seconds_per_image": float(np.mean(seconds)),
+                "keypoints_per_image": float(np.mean(keypoints)),
+            }
     if any("msk" in method for method in methods):
         results["describe"] = {
             "keypoints": conf.describe_count,

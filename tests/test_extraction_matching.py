@@ -5,14 +5,14 @@ import shutil
 
 import numpy as np
 import pytest
+from test_database import random_features
 
 from colmap_plugin.database import image_ids_by_name, import_images, open_database, write_features
 from colmap_plugin.extraction import ExtractionConf, FeatureKindMismatchError, extract_features
-from colmap_plugin.matching import match_features
 from colmap_plugin.images import list_images
+from colmap_plugin.matching import match_features
 from colmap_plugin.pairs import select_pairs
 from colmap_plugin.store import FeatureStore
-from test_database import random_features
 
 
 def database_snapshot(path) -> dict:
@@ -25,7 +25,9 @@ def database_snapshot(path) -> dict:
             "keypoints": {name: database.read_keypoints(i).tobytes() for name, i in images.items()},
             "descriptors": {name: database.read_descriptors(i).data.tobytes() for name, i in images.items()},
             "matches": [matches.tobytes() for matches in database.read_all_matches()[1]],
-            "geometries": {pair_id: (int(g.config), g.inlier_matches.tobytes()) for pair_id, g in zip(pair_ids, geometries)},
+            "geometries": {
+                pair_id: (int(g.config), g.inlier_matches.tobytes()) for pair_id, g in zip(pair_ids, geometries)
+            },
         }
 
 

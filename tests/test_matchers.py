@@ -2,9 +2,9 @@
 
 import numpy as np
 import torch
+from test_database import random_features
 
 from colmap_plugin.matchers import create_matcher, descriptors_to_tensor, nearest_neighbour_match
-from test_database import random_features
 
 
 def test_mutual_nearest_neighbours_recover_a_permutation():

@@ -1,7 +1,6 @@
 """The MSK networks' building blocks, checked on inputs whose answers are known."""
 
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import torch

@@ -14,7 +14,11 @@ from msk.visualize import show_keypoints
 # Rotation by 15 degrees, zoom 0.8 and a shift: a viewpoint change SfM photos often show.
 ANGLE, ZOOM = np.deg2rad(15), 0.8
 HOMOGRAPHY = np.array(
-    [[ZOOM * np.cos(ANGLE), -ZOOM * np.sin(ANGLE), 150.0], [ZOOM * np.sin(ANGLE), ZOOM * np.cos(ANGLE), -60.0], [0, 0, 1]]
+    [
+        [ZOOM * np.cos(ANGLE), -ZOOM * np.sin(ANGLE), 150.0],
+        [ZOOM * np.sin(ANGLE), ZOOM * np.cos(ANGLE), -60.0],
+        [0, 0, 1],
+    ]
 )
 
 

@@ -12,10 +12,10 @@ from typing import Iterator
 import numpy as np
 import pycolmap
 import pytest
+from test_reliability_interrupts import database_content, outputs_content
 
 from colmap_plugin.cli import main
 from colmap_plugin.database import PYCOLMAP_VERSION, USER_VERSION_OFFSET, version_number
-from test_reliability_interrupts import database_content, outputs_content
 
 PROGRESS_BAR = re.compile(r"\| *\d+/\d+ \[")  # tqdm's "| 3/12 ["
 
@@ -107,7 +107,10 @@ def test_locked_database_gives_a_clear_error_and_stays_intact(extracted, synthet
     output = shutil.copytree(extracted, tmp_path / "out")
     before = database_content(output / "database.db")
     with held(LOCK_HOLDER, output / "database.db"):
-        for argv in (extract_args(synthetic_scene / "images", output), ["match", "--database", str(output / "database.db")]):
+        for argv in (
+            extract_args(synthetic_scene / "images", output),
+            ["match", "--database", str(output / "database.db")],
+        ):
             assert main(argv) == 2
             assert "locked by another process" in one_error_line(capsys)
     assert database_content(output / "database.db") == before
@@ -192,20 +195,41 @@ BAD_ARGUMENTS = {
     "empty image folder": (lambda out, tmp: extracting("empty", tmp), "no images in"),
     "folder without images": (lambda out, tmp: extracting("notes", tmp), "no images in"),
     "unknown method": (lambda out, tmp: extracting("images", tmp, "--method", "surf"), "invalid choice: 'surf'"),
-    "negative max size": (lambda out, tmp: extracting("images", tmp, "--max-size", "-5"), "expected a positive integer"),
-    "unknown camera model": (lambda out, tmp: extracting("images", tmp, "--camera-model", "FISH9"), "unknown camera model"),
+    "negative max size": (
+        lambda out, tmp: extracting("images", tmp, "--max-size", "-5"),
+        "expected a positive integer",
+    ),
+    "unknown camera model": (
+        lambda out, tmp: extracting("images", tmp, "--camera-model", "FISH9"),
+        "unknown camera model",
+    ),
     "missing database": (lambda out, tmp: ["match", "--database", str(tmp / "missing.db")], "database not found"),
-    "missing feature store": (lambda out, tmp: matching(out, tmp, "--features", str(tmp / "none.h5")), "feature store not found"),
+    "missing feature store": (
+        lambda out, tmp: matching(out, tmp, "--features", str(tmp / "none.h5")),
+        "feature store not found",
+    ),
     "unknown matcher": (lambda out, tmp: matching(out, tmp, "--matcher", "superglue"), "invalid choice: 'superglue'"),
-    "unreadable pairs file": (lambda out, tmp: matching(out, tmp, "--pairs", str(tmp / "binary_pairs.txt")), "cannot read pairs file"),
-    "pairs file is a folder": (lambda out, tmp: matching(out, tmp, "--pairs", str(tmp / "empty")), "existing pairs file"),
+    "unreadable pairs file": (
+        lambda out, tmp: matching(out, tmp, "--pairs", str(tmp / "binary_pairs.txt")),
+        "cannot read pairs file",
+    ),
+    "pairs file is a folder": (
+        lambda out, tmp: matching(out, tmp, "--pairs", str(tmp / "empty")),
+        "existing pairs file",
+    ),
     "pairs file naming unknown images": (
         lambda out, tmp: matching(out, tmp, "--pairs", str(tmp / "unknown_pairs.txt")),
         "names 1 images not in the database, e.g. 'holiday/beach.jpg'",
     ),
-    "malformed pairs file": (lambda out, tmp: matching(out, tmp, "--pairs", str(tmp / "malformed_pairs.txt")), ":1: expected"),
+    "malformed pairs file": (
+        lambda out, tmp: matching(out, tmp, "--pairs", str(tmp / "malformed_pairs.txt")),
+        ":1: expected",
+    ),
     "bad sequential overlap": (lambda out, tmp: matching(out, tmp, "--pairs", "sequential:x"), "positive integer"),
-    "missing image folder (run)": (lambda out, tmp: ["run", str(tmp / "nowhere"), "--output", str(tmp / "run")], "not found"),
+    "missing image folder (run)": (
+        lambda out, tmp: ["run", str(tmp / "nowhere"), "--output", str(tmp / "run")],
+        "not found",
+    ),
     "unknown command": (lambda out, tmp: ["mosaic"], "invalid choice: 'mosaic'"),
 }
 

@@ -11,12 +11,12 @@ import zlib
 import numpy as np
 import pytest
 from PIL import Image
+from test_reliability_interrupts import database_content, store_content
 
 from colmap_plugin.cli import main
 from colmap_plugin.database import image_ids_by_name, open_database
 from colmap_plugin.images import PNG_SIGNATURE
 from colmap_plugin.store import FeatureStore
-from test_reliability_interrupts import database_content, store_content
 
 EXTRACTED = "extracted"
 
@@ -147,9 +147,10 @@ def test_batch_finishes_and_exit_code_says_images_were_skipped(batch):
 def test_each_input_is_extracted_or_skipped_without_trace(batch, name):
     outcome = INPUTS[name][1]
     lines = [line for line in batch["result"].stdout.splitlines() if line.startswith(f"skipped {name}: ")]
-    with open_database(batch["output"] / "database.db") as database, FeatureStore(
-        batch["output"] / "features.h5", writable=False
-    ) as store:
+    with (
+        open_database(batch["output"] / "database.db") as database,
+        FeatureStore(batch["output"] / "features.h5", writable=False) as store,
+    ):
         ids = image_ids_by_name(database)
         if outcome == EXTRACTED:
             assert not lines
@@ -161,9 +162,10 @@ def test_each_input_is_extracted_or_skipped_without_trace(batch, name):
 
 
 def test_huge_image_is_downscaled_and_keypoints_reported_at_full_resolution(batch):
-    with open_database(batch["output"] / "database.db") as database, FeatureStore(
-        batch["output"] / "features.h5", writable=False
-    ) as store:
+    with (
+        open_database(batch["output"] / "database.db") as database,
+        FeatureStore(batch["output"] / "features.h5", writable=False) as store,
+    ):
         camera = database.read_camera(database.read_image_with_name(HUGE).camera_id)
         keypoints = store.read(HUGE).keypoints
         assert (camera.width, camera.height) == store.image_size(HUGE) == (12000, 9000)
@@ -212,6 +214,9 @@ def test_image_of_another_size_with_a_single_camera_is_skipped(tmp_path, capsys)
     argv = ["extract", str(images), "--database", str(output / "database.db"), "--camera-mode", "single"]
     assert main(argv) == 3
     assert "skipped small.png: COLMAP did not import it: its size differs" in capsys.readouterr().out
-    with open_database(output / "database.db") as database, FeatureStore(output / "features.h5", writable=False) as store:
+    with (
+        open_database(output / "database.db") as database,
+        FeatureStore(output / "features.h5", writable=False) as store,
+    ):
         assert set(image_ids_by_name(database)) == {"a0.png", "a1.png"} and database.num_cameras() == 1
         assert "small.png" not in store

@@ -21,11 +21,11 @@ import numpy as np
 import pycolmap
 import pytest
 import torch
+from conftest import render_synthetic_scene
 
 from colmap_plugin.cli import main
 from colmap_plugin.database import open_database
 from colmap_plugin.interrupts import deferred_interrupt
-from conftest import render_synthetic_scene
 
 OPTIONS = ["--max-size", "640", "--max-keypoints", "1024"]  # small features keep matching quick
 KILL_SEEDS = range(int(os.environ.get("MSK_KILL_SEEDS", "1")))

@@ -3,9 +3,9 @@
 import h5py
 import numpy as np
 import pytest
+from test_database import random_features
 
 from colmap_plugin.store import FeatureStore, MatchStore, StoreMismatchError, names_to_pair
-from test_database import random_features
 
 
 def test_feature_store_round_trip_in_hloc_layout(tmp_path):

@@ -61,4 +61,3 @@ def augment(
 ) -> torch.Tensor:
     """Geometric then photometric augmentation of patches (B, 1, H, W) in [0, 1]."""
     return photometric(geometric(x, conf, generator, shift), conf, generator)
-

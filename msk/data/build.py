@@ -45,7 +45,7 @@ from tqdm import tqdm
 
 from .patches import PatchConf, crop_patches, keypoint_orientation, keypoint_scale, oriented_lafs, upright_lafs
 from .scenes import Scene, assign_split, discover_scenes
-from .sfm import SfmConf, SceneTracks, load_tracks, reconstruct
+from .sfm import SceneTracks, SfmConf, load_tracks, reconstruct
 from .targets import TRACKED, SampleConf, detector_samples, select_observations
 
 logger = logging.getLogger(__name__)

@@ -32,9 +32,7 @@ class Scene:
 
 
 def list_images(image_dir: Path) -> list[str]:
-    return sorted(
-        p.name for p in image_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    )
+    return sorted(p.name for p in image_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def split_pairs(image_names: list[str]) -> dict[str, tuple[str, str]] | None:

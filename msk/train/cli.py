@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from colmap_plugin.datasets import datasets_root
-from msk.weights import DESCRIPTOR_WEIGHTS, DETECTOR_WEIGHTS, MATCH_DECISION_WEIGHTS
 from msk.visualize import show_keypoints
+from msk.weights import DESCRIPTOR_WEIGHTS, DETECTOR_WEIGHTS, MATCH_DECISION_WEIGHTS
 from reconstruction_eval.plots import plot_curves
 
 from .descriptor import DescriptorTrainConf, train_descriptor
@@ -20,7 +20,9 @@ from .matcher import MatcherTrainConf, train_matcher
 
 
 def _run_descriptor(args: argparse.Namespace) -> int:
-    conf = DescriptorTrainConf(steps=args.steps, batch_tracks=args.batch_tracks, seed=args.seed, num_threads=args.num_threads)
+    conf = DescriptorTrainConf(
+        steps=args.steps, batch_tracks=args.batch_tracks, seed=args.seed, num_threads=args.num_threads
+    )
     meta = train_descriptor(args.dataset, args.output, conf)
     print(f"val FPR95 {100 * meta['val_fpr95']:.2f}% (SIFT {100 * meta['val_fpr95_sift']:.2f}%); wrote {args.output}")
     return 0
@@ -36,8 +38,16 @@ def _run_matcher(args: argparse.Namespace) -> int:
             for name, curve in report["curves"].items()
         }
         plot_curves(curves, "recall (%)", "precision (%)", "Match decisions on held-out scenes", args.plot)
-    print(json.dumps({"threshold": meta["threshold"], "at_threshold": report["learned_at_threshold"],
-                      "false_pair_matches_per_pair": report["false_pair_matches_per_pair"]}, indent=2))
+    print(
+        json.dumps(
+            {
+                "threshold": meta["threshold"],
+                "at_threshold": report["learned_at_threshold"],
+                "false_pair_matches_per_pair": report["false_pair_matches_per_pair"],
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {args.output}")
     return 0
 

@@ -19,7 +19,14 @@ from msk.data.augment import AugmentConf, augment
 from msk.descriptor import DescriptorConf, TripletDescriptor
 from msk.weights import DESCRIPTOR_WEIGHTS
 
-from .common import optimisation_step, TrackBank, fixed_validation_pairs, fpr_at_recall, save_checkpoint, seed_everything
+from .common import (
+    TrackBank,
+    fixed_validation_pairs,
+    fpr_at_recall,
+    optimisation_step,
+    save_checkpoint,
+    seed_everything,
+)
 
 
 @dataclass
@@ -71,7 +78,9 @@ class _RootSift(torch.nn.Module):
         return self.sift(patches)
 
 
-def train_descriptor(dataset: Path, output: Path = DESCRIPTOR_WEIGHTS, conf: DescriptorTrainConf = DescriptorTrainConf()) -> dict:
+def train_descriptor(
+    dataset: Path, output: Path = DESCRIPTOR_WEIGHTS, conf: DescriptorTrainConf = DescriptorTrainConf()
+) -> dict:
     generator = seed_everything(conf.seed, conf.num_threads)
     train_bank, val_bank = TrackBank.load(dataset, "train"), TrackBank.load(dataset, "val")
     val_pairs = fixed_validation_pairs(val_bank, conf.validation_pairs, conf.seed)
@@ -94,7 +103,9 @@ def train_descriptor(dataset: Path, output: Path = DESCRIPTOR_WEIGHTS, conf: Des
             model.eval()
             fpr95 = validation_fpr95(model, val_bank, val_pairs)
             history.append({"step": step, "loss": round(loss.item(), 4), "val_fpr95": round(fpr95, 4)})
-            tqdm.write(f"step {step}: loss {loss.item():.3f}, val FPR95 {100 * fpr95:.2f}% (SIFT {100 * sift_fpr95:.2f}%)")
+            tqdm.write(
+                f"step {step}: loss {loss.item():.3f}, val FPR95 {100 * fpr95:.2f}% (SIFT {100 * sift_fpr95:.2f}%)"
+            )
     meta = {
         "dataset": str(dataset),
         "train_tracks": len(train_bank),

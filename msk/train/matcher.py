@@ -12,7 +12,6 @@ the same candidates (and SIFT's ratio test as COLMAP runs it), and how many matc
 non-overlapping views keep.
 """
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -70,7 +69,9 @@ class CandidateSet:
     sift_pair: np.ndarray  # (C',)
 
 
-def _describe_scene(scene, sfm_dir: Path, descriptor, conf: MatcherTrainConf, rng: np.random.Generator, point_base: int):
+def _describe_scene(
+    scene, sfm_dir: Path, descriptor, conf: MatcherTrainConf, rng: np.random.Generator, point_base: int
+):
     """Keypoints of up to `max_images_per_scene` registered images of a scene, described."""
     recon = reconstruct(scene, sfm_dir, BuildConf().sfm)
     tracks = load_tracks(recon)
@@ -85,7 +86,11 @@ def _describe_scene(scene, sfm_dir: Path, descriptor, conf: MatcherTrainConf, rn
         msk = describe_keypoints(descriptor, read_image(scene.image_dir / name).gray, keypoints[subset])
         sift = database.read_descriptors(ids[name]).data[subset]
         track = tracks.keypoint_track[index][subset]
-        images.append(ImageKeypoints(scene.name, msk, descriptors_to_tensor(sift), np.where(track >= 0, track + point_base, UNKNOWN)))
+        images.append(
+            ImageKeypoints(
+                scene.name, msk, descriptors_to_tensor(sift), np.where(track >= 0, track + point_base, UNKNOWN)
+            )
+        )
     database.close()
     return images, point_base + tracks.num_tracks
 
@@ -112,7 +117,9 @@ def ratio_test_score(features: torch.Tensor) -> np.ndarray:
 
 def collect_candidates(images: list[ImageKeypoints], conf: MatcherTrainConf, rng: np.random.Generator) -> CandidateSet:
     """Candidates of every same-scene image pair plus a few cross-scene pairs per image."""
-    pairs = [(i, j) for i in range(len(images)) for j in range(i + 1, len(images)) if images[i].scene == images[j].scene]
+    pairs = [
+        (i, j) for i in range(len(images)) for j in range(i + 1, len(images)) if images[i].scene == images[j].scene
+    ]
     for i in range(len(images)):
         others = [j for j in range(len(images)) if images[j].scene != images[i].scene]
         pairs += [(i, int(j)) for j in rng.choice(others, min(conf.cross_scene_pairs, len(others)), replace=False)]
@@ -152,7 +159,9 @@ def precision_recall(score: np.ndarray, label: np.ndarray, num_positives: int, t
         accepted = score >= t
         true = int(np.sum(accepted & (label == 1)))
         false = int(np.sum(accepted & (label == 0)))
-        curve.append({"threshold": float(t), "precision": true / max(true + false, 1), "recall": true / max(num_positives, 1)})
+        curve.append(
+            {"threshold": float(t), "precision": true / max(true + false, 1), "recall": true / max(num_positives, 1)}
+        )
     return curve
 
 
@@ -173,7 +182,9 @@ def train_matcher(
     descriptor = load_descriptor(descriptor_weights)
     images: dict[str, list[ImageKeypoints]] = {"train": [], "val": []}
     point_base = 0
-    for scene in tqdm([s for s in discover_scenes(scenes_dir) if s.name in split], desc="describe scenes", unit="scene"):
+    for scene in tqdm(
+        [s for s in discover_scenes(scenes_dir) if s.name in split], desc="describe scenes", unit="scene"
+    ):
         described, point_base = _describe_scene(scene, sfm_dir, descriptor, conf, rng, point_base)
         images[split[scene.name]] += described
     train, val = collect_candidates(images["train"], conf, rng), collect_candidates(images["val"], conf, rng)
@@ -228,12 +239,16 @@ def validation_report(val: CandidateSet, probability: np.ndarray, threshold: flo
         "curves": {
             "learned": precision_recall(probability, label, positives, np.round(np.linspace(0.02, 0.98, 49), 2)),
             "ratio_msk": precision_recall(msk_ratio_score, label, positives, -ratios),
-            "ratio_sift": precision_recall(val.sift_ratio_score, val.sift_label, int(np.sum(val.sift_label == 1)), -ratios),
+            "ratio_sift": precision_recall(
+                val.sift_ratio_score, val.sift_label, int(np.sum(val.sift_label == 1)), -ratios
+            ),
         },
         "learned_at_threshold": precision_recall(probability, label, positives, np.array([threshold]))[0],
         "false_pair_matches_per_pair": {
             "learned": float(np.sum(is_cross & (probability >= threshold)) / num_cross),
             "ratio_msk_0.8": float(np.sum(is_cross & (msk_ratio_score >= -0.8)) / num_cross),
-            "ratio_sift_0.8": float(np.sum(np.isin(val.sift_pair, val.cross_pairs) & (val.sift_ratio_score >= -0.8)) / num_cross),
+            "ratio_sift_0.8": float(
+                np.sum(np.isin(val.sift_pair, val.cross_pairs) & (val.sift_ratio_score >= -0.8)) / num_cross
+            ),
         },
     }
