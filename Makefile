@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SCENE ?= ../shared/datasets/eval/fountain-P11/images
 DEMO_OUT ?= outputs/demo
+DEMO_ARGS ?= --max-size 1024
 
 .PHONY: install test demo clean
 
@@ -20,7 +21,7 @@ test: install
 	$(BIN)/python -m pytest -q
 
 demo: install
-	$(BIN)/msk run $(SCENE) --output $(DEMO_OUT)
+	$(BIN)/msk run $(SCENE) --output $(DEMO_OUT) $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) outputs

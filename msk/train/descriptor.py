@@ -31,7 +31,7 @@ from .common import (
 
 @dataclass
 class DescriptorTrainConf:
-    steps: int = 800
+    steps: int = 2000
     batch_tracks: int = 192
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
