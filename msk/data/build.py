@@ -40,8 +40,9 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import pycolmap
 from tqdm import tqdm
+
+from colmap_plugin.images import read_image
 
 from .patches import PatchConf, crop_patches, keypoint_orientation, keypoint_scale, oriented_lafs, upright_lafs
 from .scenes import Scene, assign_split, discover_scenes
@@ -77,14 +78,6 @@ def shard_key(conf: BuildConf) -> str:
 def _fsync(path: Path) -> None:
     with open(path, "rb") as f:
         os.fsync(f.fileno())
-
-
-def _read_grey(path: Path) -> np.ndarray:
-    """(H, W) uint8, read by COLMAP itself so that the pixel grid is the one its keypoints refer to."""
-    bitmap = pycolmap.Bitmap.read(path, False)
-    if bitmap is None:
-        raise OSError(f"cannot read {path}")
-    return bitmap.to_array()
 
 
 # Chunks of a few patches: the datasets read them one at a time in random order. No gzip:
@@ -138,7 +131,7 @@ def _write_scene(group: h5py.Group, scene: Scene, tracks: SceneTracks, conf: Bui
     )
     sizes = []
     for i, name in enumerate(tracks.image_names):
-        image = _read_grey(scene.image_dir / name)
+        image = read_image(scene.image_dir / name).gray  # COLMAP's reader: its keypoints' pixel grid
         sizes.append(image.shape[::-1])
         here = np.flatnonzero(obs_image == i)
         obs_kps[here] = tracks.keypoints[i][obs_kp[here]]
