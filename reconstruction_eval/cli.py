@@ -83,38 +83,33 @@ def _handle_errors(handler):
     return wrapped
 
 
-@_handle_errors
-def cmd_compare(args: argparse.Namespace) -> int:
-    report = compare(_folder(args.images, "image folder"), Path(args.output), _gt_model(args.gt), _compare_conf(args))
+def _print_report(report: dict, table: str, args: argparse.Namespace) -> int:
+    """`--json`: the whole report; otherwise its table and where report.md is."""
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(metrics_by_method_table(report["methods"], TABLE_ROWS))
+        print(table)
         print(f"report written to {Path(args.output) / 'report.md'}")
     return 0
+
+
+@_handle_errors
+def cmd_compare(args: argparse.Namespace) -> int:
+    report = compare(_folder(args.images, "image folder"), Path(args.output), _gt_model(args.gt), _compare_conf(args))
+    return _print_report(report, metrics_by_method_table(report["methods"], TABLE_ROWS), args)
 
 
 @_handle_errors
 def cmd_bench_homography(args: argparse.Namespace) -> int:
     conf = HomographyBenchConf(methods=args.methods, max_size=args.max_size, max_keypoints=args.max_keypoints)
     report = bench_homography(_folder(args.dataset, "dataset folder"), Path(args.output), conf)
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(metrics_by_method_table(report["methods"], HOMOGRAPHY_ROWS))
-        print(f"report written to {Path(args.output) / 'report.md'}")
-    return 0
+    return _print_report(report, metrics_by_method_table(report["methods"], HOMOGRAPHY_ROWS), args)
 
 
 @_handle_errors
 def cmd_bench_scenes(args: argparse.Namespace) -> int:
     summary = bench_scenes(_folder(args.scenes, "scenes folder"), Path(args.output), _compare_conf(args))
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print(summary_table(summary["scenes"]))
-        print(f"report written to {Path(args.output) / 'report.md'}")
-    return 0
+    return _print_report(summary, summary_table(summary["scenes"]), args)
 
 
 @_handle_errors

@@ -59,38 +59,50 @@ def _run_detector(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_network_parser(commands, name: str, help: str, dataset_help: str, output: Path) -> argparse.ArgumentParser:
+    """A `train NAME` parser with what every network's training takes."""
+    parser = commands.add_parser(name, help=help)
+    parser.add_argument("dataset", type=Path, help=dataset_help)
+    parser.add_argument("--output", type=Path, default=output)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-threads", type=int, default=2)
+    return parser
+
+
 def add_train_commands(subparsers) -> None:
-    """Register `train descriptor` and `train matcher` on an argparse subparsers object."""
+    """Register `train descriptor|matcher|detector` on an argparse subparsers object."""
     train = subparsers.add_parser("train", help="train the MSK networks from an `msk data build` dataset")
     commands = train.add_subparsers(dest="train_command", required=True)
 
-    descriptor = commands.add_parser("descriptor", help="the triplet descriptor network")
-    descriptor.add_argument("dataset", type=Path, help="DATASET.h5 from `msk data build`")
-    descriptor.add_argument("--output", type=Path, default=DESCRIPTOR_WEIGHTS)
+    descriptor = _add_network_parser(
+        commands, "descriptor", "the triplet descriptor network", "DATASET.h5 from `msk data build`", DESCRIPTOR_WEIGHTS
+    )
     descriptor.add_argument("--steps", type=int, default=DescriptorTrainConf.steps)
     descriptor.add_argument("--batch-tracks", type=int, default=DescriptorTrainConf.batch_tracks)
-    descriptor.add_argument("--seed", type=int, default=0)
-    descriptor.add_argument("--num-threads", type=int, default=2)
     descriptor.set_defaults(func=_run_descriptor)
 
-    matcher = commands.add_parser("matcher", help="the match-decision network (needs the descriptor)")
-    matcher.add_argument("dataset", type=Path, help="DATASET.h5 from `msk data build` (its splits and SfM cache)")
+    matcher = _add_network_parser(
+        commands,
+        "matcher",
+        "the match-decision network (needs the descriptor)",
+        "DATASET.h5 from `msk data build` (its splits and SfM cache)",
+        MATCH_DECISION_WEIGHTS,
+    )
     matcher.add_argument("--scenes", type=Path, default=datasets_root() / "train", help="the scenes it was built from")
     matcher.add_argument("--descriptor", type=Path, default=DESCRIPTOR_WEIGHTS)
-    matcher.add_argument("--output", type=Path, default=MATCH_DECISION_WEIGHTS)
     matcher.add_argument("--epochs", type=int, default=MatcherTrainConf.epochs)
     matcher.add_argument("--plot", type=Path, help="PNG of the validation precision/recall curves")
-    matcher.add_argument("--seed", type=int, default=0)
-    matcher.add_argument("--num-threads", type=int, default=2)
     matcher.set_defaults(func=_run_matcher)
 
-    detector = commands.add_parser("detector", help="the recursive multi-scale detector")
-    detector.add_argument("dataset", type=Path, help="DATASET.h5 from `msk data build` (its detector samples)")
+    detector = _add_network_parser(
+        commands,
+        "detector",
+        "the recursive multi-scale detector",
+        "DATASET.h5 from `msk data build` (its detector samples)",
+        DETECTOR_WEIGHTS,
+    )
     detector.add_argument("--scenes", type=Path, default=datasets_root() / "train", help="the scenes it was built from")
-    detector.add_argument("--output", type=Path, default=DETECTOR_WEIGHTS)
     detector.add_argument("--steps", type=int, default=DetectorTrainConf.steps)
-    detector.add_argument("--seed", type=int, default=0)
-    detector.add_argument("--num-threads", type=int, default=2)
     detector.set_defaults(func=_run_detector)
 
 
