@@ -27,6 +27,7 @@ class DetectorConf:
     levels_per_octave: int = 3
     num_octaves: int = 4
     sigma0: float = 1.6  # nominal scale (pixels) of level (0, 0); SIFT's base scale
+    shared_steps: bool = True  # one block for every recursive step, or one block per step
 
 
 class RecursiveBlock(nn.Module):
@@ -59,8 +60,12 @@ class MskDetector(nn.Module):
             nn.Conv2d(c, c, 3, padding=1),
             nn.ReLU(inplace=True),
         )
-        self.block = RecursiveBlock(c)
+        self.blocks = nn.ModuleList(
+            [RecursiveBlock(c) for _ in range(1 if conf.shared_steps else conf.levels_per_octave)]
+        )
         self.score = nn.Conv2d(c, 1, 1)
+        # Softmax sharpness of the sub-cell soft-argmax (see `soft_argmax_offset`), learned with the maps.
+        self.sharpness = nn.Parameter(torch.tensor(1.0))
 
     def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
         image = (image - 0.5) / 0.25
@@ -72,8 +77,8 @@ class MskDetector(nn.Module):
                 break
             features = self.stem(image)
             levels = []
-            for _ in range(self.conf.levels_per_octave):
-                features = self.block(features)
+            for step in range(self.conf.levels_per_octave):
+                features = self.blocks[0 if self.conf.shared_steps else step](features)
                 levels.append(self.score(features))
             octaves.append(torch.cat(levels, dim=1))
         return octaves
@@ -140,15 +145,18 @@ def detect(model: MskDetector, image: torch.Tensor, conf: DetectionConf = Detect
     and score (N,) probabilities, strongest first.
     """
     height, width = image.shape[-2:]
+    octaves = [maps[0] for maps in model(image)]  # (L, h, w) each
     candidates = []
-    for octave, maps in enumerate(model(image)):
-        maps = maps[0]  # (L, h, w)
+    for octave, maps in enumerate(octaves):
+        stack = scale_neighbourhood(octaves, octave)
         stride = octave_stride(octave)
-        is_max = maps == F.max_pool3d(maps[None, None], 3, stride=1, padding=1)[0, 0]
-        level, row, col = torch.nonzero(is_max & (maps > conf.score_threshold), as_tuple=True)
+        is_max = stack == F.max_pool3d(stack[None, None], 3, stride=1, padding=1)[0, 0]
+        is_max = is_max[1:-1] & (maps > conf.score_threshold)
+        level, row, col = torch.nonzero(is_max, as_tuple=True)
         if len(level) == 0:
             continue
-        offset, level_offset = _refine(maps, level, row, col)
+        offset = soft_argmax_offset(cell_windows(maps[None], torch.zeros_like(level), level, row, col), model.sharpness)
+        level_offset = _refine_level(stack, level + 1, row, col)
         cell_xy = torch.stack([col, row], dim=1).float() + offset
         xy = cell_xy * stride + (stride - 1) / 2
         q = octave * model.conf.levels_per_octave + level.float() + level_offset
@@ -165,26 +173,69 @@ def detect(model: MskDetector, image: torch.Tensor, conf: DetectionConf = Detect
     return {"xy": xy[keep], "sigma": sigma[keep], "score": score[keep]}
 
 
-def _refine(
-    maps: torch.Tensor, level: torch.Tensor, row: torch.Tensor, col: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sub-cell (N, 2) and sub-level (N,) offsets of maxima by fitting a parabola along each axis.
+def scale_neighbourhood(octaves: list[torch.Tensor], octave: int) -> torch.Tensor:
+    """Levels (L + 2, h, w) of `octave` between its scale neighbours in the adjacent octaves.
 
-    A maximum on the border of an axis has one neighbour there and keeps offset 0 along it.
+    Level 0 of octave o + 1 (one level above the top of octave o) is upsampled to octave o's
+    grid, the top level of octave o - 1 is max-pooled down to it; a missing neighbour is -inf.
+    Without them the first and last level of every octave would be compared with one side
+    only and collect maxima of scores that merely keep growing (or falling) with scale.
+    Cell j of a stride-s map is centred on input pixel s*j + (s - 1) / 2, so 2x2 pooling and
+    half-pixel (align_corners=False) upsampling line the grids up exactly.
     """
+    maps = octaves[octave]
+    size = maps.shape[-2:]
 
-    def vertex(values: torch.Tensor, index: torch.Tensor, size: int, pick) -> torch.Tensor:
-        inner = (index > 0) & (index < size - 1)
-        minus, centre, plus = (values[pick((index + step).clamp(0, size - 1))] for step in (-1, 0, 1))
-        curvature = minus - 2 * centre + plus
-        offset = 0.5 * (minus - plus) / curvature.clamp(max=-1e-6)
-        return torch.where(inner & (curvature < 0), offset, torch.zeros_like(centre)).clamp(-0.5, 0.5)
+    def fit(level: torch.Tensor) -> torch.Tensor:  # crop or replicate-pad (1, 1, h', w') to size
+        level = level[..., : size[0], : size[1]]
+        pad = (0, size[1] - level.shape[-1], 0, size[0] - level.shape[-2])
+        return F.pad(level, pad, mode="replicate") if any(pad) else level
 
-    num_levels, height, width = maps.shape
-    dx = vertex(maps, col, width, lambda c: (level, row, c))
-    dy = vertex(maps, row, height, lambda r: (level, r, col))
-    ds = vertex(maps, level, num_levels, lambda s: (s, row, col))
-    return torch.stack([dx, dy], dim=1), ds
+    missing = torch.full((1, *size), -math.inf, dtype=maps.dtype)
+    below = fit(F.max_pool2d(octaves[octave - 1][None, -1:], 2, ceil_mode=True))[0] if octave > 0 else missing
+    above = (
+        fit(F.interpolate(octaves[octave + 1][None, :1], scale_factor=2, mode="bilinear", align_corners=False))[0]
+        if octave + 1 < len(octaves)
+        else missing
+    )
+    return torch.cat([below, maps, above])
+
+
+def cell_windows(
+    maps: torch.Tensor, batch: torch.Tensor, level: torch.Tensor, row: torch.Tensor, col: torch.Tensor, radius: int = 1
+) -> torch.Tensor:
+    """Windows (N, 2r + 1, 2r + 1) of score maps (B, L, h, w) centred on cells (batch, level, row, col), each (N,).
+
+    Cells beyond the map border repeat the border cell.
+    """
+    height, width = maps.shape[-2:]
+    steps = torch.arange(-radius, radius + 1)
+    rows = (row[:, None] + steps).clamp(0, height - 1)
+    cols = (col[:, None] + steps).clamp(0, width - 1)
+    return maps[batch[:, None, None], level[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
+def soft_argmax_offset(window: torch.Tensor, sharpness: torch.Tensor) -> torch.Tensor:
+    """Sub-cell offsets (N, 2) as (x, y), within (-1, 1) cells, of the peaks of 3x3 logit windows (N, 3, 3).
+
+    The softmax-weighted mean cell position: trained end to end (msk.train.detector), it is the
+    learned sub-pixel localisation, where a parabola fit would trust whatever shape the maps have.
+    """
+    weights = torch.softmax(sharpness * window.flatten(1), dim=1).view(-1, 3, 3)
+    steps = torch.tensor([-1.0, 0.0, 1.0], dtype=window.dtype)
+    return torch.stack([(weights.sum(dim=1) * steps).sum(dim=1), (weights.sum(dim=2) * steps).sum(dim=1)], dim=1)
+
+
+def _refine_level(maps: torch.Tensor, level: torch.Tensor, row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
+    """Sub-level offsets (N,) of maxima of a stack (L, h, w), by a parabola through the level and its neighbours.
+
+    A maximum next to a missing (-inf) level or on the stack's border keeps offset 0.
+    """
+    minus, centre, plus = (maps[(level + step).clamp(0, len(maps) - 1), row, col] for step in (-1, 0, 1))
+    inner = (level > 0) & (level < len(maps) - 1) & torch.isfinite(minus) & torch.isfinite(plus)
+    curvature = minus - 2 * centre + plus
+    offset = 0.5 * (minus - plus) / curvature.clamp(max=-1e-6)
+    return torch.where(inner & (curvature < 0), offset, torch.zeros_like(centre)).clamp(-0.5, 0.5)
 
 
 def spread_top_k(xy: torch.Tensor, score: torch.Tensor, size: tuple[int, int], k: int, cells: int) -> torch.Tensor:

@@ -35,14 +35,40 @@ class Candidates:
     features: torch.Tensor
 
 
-def propose_candidates(desc0: torch.Tensor, desc1: torch.Tensor) -> Candidates:
-    """Candidates and their features from L2-normalised descriptors (N, D) and (M, D), M >= 1."""
-    similarity0, nearest0 = two_nearest(desc0, desc1)  # (N, k)
-    similarity1, nearest1 = two_nearest(desc1, desc0)  # (M, k)
+def propose_candidates(desc0: torch.Tensor, desc1: torch.Tensor, both_ways: bool = False) -> Candidates:
+    """Candidates and their features from L2-normalised descriptors (N, D) and (M, D), M >= 1.
+
+    Each keypoint of image 0 proposes its nearest neighbour in image 1; with `both_ways`, each
+    keypoint of image 1 also proposes its nearest neighbour in image 0 when that pair is not
+    already proposed (not mutual). Both kinds are described from the proposer's side, so they
+    look alike to the network, which is trained on image 0's proposals.
+    """
+    nearest0 = two_nearest(desc0, desc1)  # similarities and indices (N, k)
+    nearest1 = two_nearest(desc1, desc0)  # (M, k)
+    forward = _proposals(desc0, desc1, nearest0, nearest1)
+    if not both_ways:
+        return forward
+    backward = _proposals(desc1, desc0, nearest1, nearest0)
+    new = backward.features[:, -1] == 0
+    return Candidates(
+        torch.cat([forward.index0, backward.index1[new]]),
+        torch.cat([forward.index1, backward.index0[new]]),
+        torch.cat([forward.features, backward.features[new]]),
+    )
+
+
+def _proposals(
+    desc0: torch.Tensor,
+    desc1: torch.Tensor,
+    nearest0: tuple[torch.Tensor, torch.Tensor],
+    nearest1: tuple[torch.Tensor, torch.Tensor],
+) -> Candidates:
+    """Image 0's nearest-neighbour proposals, given both sides' two nearest neighbours."""
+    (similarity0, neighbours0), (similarity1, neighbours1) = nearest0, nearest1
     index0 = torch.arange(len(desc0))
-    index1 = nearest0[:, 0]
+    index1 = neighbours0[:, 0]
     best = similarity0[:, 0]
-    mutual = nearest1[index1, 0] == index0
+    mutual = neighbours1[index1, 0] == index0
     # Second-best on image 0's side; on image 1's side the best rival of keypoint 0 for index1.
     second0 = similarity0[:, 1] if similarity0.shape[1] > 1 else torch.full_like(best, -1.0)
     if similarity1.shape[1] > 1:

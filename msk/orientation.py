@@ -2,8 +2,8 @@
 
 The dominant direction of a magnitude-weighted histogram of gradient angles (36 bins,
 Gaussian window of 1.5 sigma, smoothed, parabola-refined peak), measured on upright patches cut
-with the training set's patch convention. Angles follow COLMAP's: the keypoint's x axis points
-along (cos, sin) in image coordinates (x right, y down).
+with the training set's patch convention, over SIFT's smaller orientation region. Angles follow
+COLMAP's: the keypoint's x axis points along (cos, sin) in image coordinates (x right, y down).
 """
 
 import math
@@ -18,11 +18,16 @@ from colmap_plugin.keypoints import affine_keypoints
 from .data.patches import PatchConf, crop_patches, oriented_lafs
 
 NUM_BINS = 36
+# SIFT's orientation region: a Gaussian of 1.5 sigma, read out to 3 of its sigmas (9 sigma across).
+# Measured on training images turned by 37 and 110 degrees (1,000 keypoints, 8 images), the share of
+# orientations that follow the turn within 10 degrees is the same as with the descriptor's 12-sigma,
+# 32-pixel patches (0.902 vs 0.899), at 2.5x less time.
+ORIENTATION_PATCH = PatchConf(patch_size=20, window=9.0)
 
 
 @torch.inference_mode()
 def dominant_orientation(
-    image: np.ndarray, xy: np.ndarray, sigma: np.ndarray, patch_conf: PatchConf = PatchConf()
+    image: np.ndarray, xy: np.ndarray, sigma: np.ndarray, patch_conf: PatchConf = ORIENTATION_PATCH
 ) -> np.ndarray:
     """Orientations (N,) radians of keypoints at COLMAP xy (N, 2) with scales (N,) in a grey image."""
     if len(xy) == 0:

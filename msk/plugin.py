@@ -63,7 +63,8 @@ class LearnedMatcher(Matcher):
     """Nearest-neighbour candidates kept when the match-decision network accepts them."""
 
     name = "learned"
-    default_conf = {"threshold": None}  # None: the threshold chosen at training time
+    # threshold None: the one chosen at training time; both_ways: image 1's keypoints propose candidates too.
+    default_conf = {"threshold": None, "both_ways": True}
 
     def __init__(self, **conf):
         super().__init__(**conf)
@@ -75,7 +76,9 @@ class LearnedMatcher(Matcher):
         if len(features0) == 0 or len(features1) == 0:
             return np.zeros((0, 2), np.int64), np.zeros(0, np.float32)
         candidates = propose_candidates(
-            descriptors_to_tensor(features0.descriptors), descriptors_to_tensor(features1.descriptors)
+            descriptors_to_tensor(features0.descriptors),
+            descriptors_to_tensor(features1.descriptors),
+            both_ways=self.conf["both_ways"],
         )
         probability = torch.sigmoid(self.network(candidates.features))
         keep = probability > self.threshold

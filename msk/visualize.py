@@ -7,6 +7,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from colmap_plugin.images import read_image  # noqa: E402
@@ -16,14 +17,35 @@ from .detector import DetectionConf, detect  # noqa: E402
 from .weights import load_detector  # noqa: E402
 
 
+def synthetic_scene(width: int = 768, height: int = 512, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A grey (H, W) uint8 test image of Gaussian blobs on a soft gradient, and the blobs (K, 3): x, y, sigma.
+
+    Three rows (bright, dark, bright) of blobs with sigma 2, 4, 8, 16 and 32 px: a detector with a
+    working scale-space marks each blob with a circle that grows along the row.
+    """
+    rows, cols = np.mgrid[0:height, 0:width].astype(np.float32)
+    image = 100 + 40 * cols / width
+    sigmas = np.array([2, 4, 8, 16, 32], np.float32)
+    gaps = 3 * (sigmas[:-1] + sigmas[1:])  # 3 sigma apart on either side
+    centres_x = np.concatenate([[0], np.cumsum(gaps)])
+    centres_x = 24 + centres_x * (width - 48 - 3 * sigmas[-1]) / centres_x[-1]
+    blobs = []
+    for y, sign in ((0.2 * height, 1), (0.5 * height, -1), (0.8 * height, 1)):
+        for sigma, x in zip(sigmas, centres_x):
+            image += sign * 90 * np.exp(-((cols - x) ** 2 + (rows - y) ** 2) / (2 * sigma**2))
+            blobs.append((x, y, sigma))
+    noise = np.random.default_rng(seed).normal(0, 2, image.shape)
+    return np.clip(image + noise, 0, 255).astype(np.uint8), np.array(blobs, np.float32)
+
+
 @torch.inference_mode()
-def show_keypoints(image_path: Path, output: Path, max_size: int = 1024, max_keypoints: int = 1024) -> int:
+def show_keypoints(image_path: Path | None, output: Path, max_size: int = 1024, max_keypoints: int = 1024) -> int:
     """Draw keypoints (circles of radius 3 sigma, coloured by scale-space level) and the score maps.
 
-    Returns the number of keypoints drawn.
+    `image_path` None draws `synthetic_scene()`. Returns the number of keypoints drawn.
     """
     model = load_detector()
-    image = read_image(image_path, max_size).gray
+    image = synthetic_scene()[0] if image_path is None else read_image(image_path, max_size).gray
     tensor = torch.from_numpy(image).float().div(255)[None, None]
     found = detect(model, tensor, DetectionConf(max_keypoints=max_keypoints))
     octaves = [torch.sigmoid(maps[0]).numpy() for maps in model(tensor)]  # each (L, h, w)

@@ -17,6 +17,7 @@ from .compare import TABLE_ROWS, CompareConf, GroundTruthError, compare
 from .homography_bench import TABLE_ROWS as HOMOGRAPHY_ROWS
 from .homography_bench import HomographyBenchConf, bench_homography
 from .report import metrics_by_method_table
+from .rotation_bench import RotationBenchConf, bench_rotation
 from .runs import RunConf
 from .scenes import bench_scenes, summary_table
 from .speed import SpeedConf, bench_speed
@@ -61,13 +62,17 @@ def _add_common_options(parser: argparse.ArgumentParser, reconstruction: bool) -
     )
     parser.add_argument("--max-size", type=int, default=RunConf.max_size, help="long image side for extraction")
     if reconstruction:
+        parser.add_argument(
+            "--max-keypoints", type=int, help="keypoints per image of the plugin methods (default: each method's)"
+        )
         parser.add_argument("--pairs", default=RunConf.pairs, help="exhaustive | sequential[:N] | PAIRS_FILE")
         parser.add_argument("--mapper", default=RunConf.mapper, choices=MAPPERS)
     parser.add_argument("--json", action="store_true", help="print report.json instead of the table")
 
 
 def _compare_conf(args: argparse.Namespace) -> CompareConf:
-    return CompareConf(methods=args.methods, run=RunConf(max_size=args.max_size, pairs=args.pairs, mapper=args.mapper))
+    run = RunConf(max_size=args.max_size, max_keypoints=args.max_keypoints, pairs=args.pairs, mapper=args.mapper)
+    return CompareConf(methods=args.methods, run=run)
 
 
 def _handle_errors(handler):
@@ -106,6 +111,43 @@ def cmd_bench_homography(args: argparse.Namespace) -> int:
     return _print_report(report, metrics_by_method_table(report["methods"], HOMOGRAPHY_ROWS), args)
 
 
+def budget_list(text: str) -> tuple[int, ...]:
+    """`--max-keypoints 4096,8192`: positive integers."""
+    try:
+        budgets = tuple(int(budget) for budget in text.split(",") if budget.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"budgets must be comma-separated integers, got '{text}'") from None
+    if not budgets or min(budgets) < 1:
+        raise argparse.ArgumentTypeError(f"budgets must be positive, got '{text}'")
+    return budgets
+
+
+def angle_list(text: str) -> tuple[float, ...]:
+    """`--angles 0,45,90`: degrees."""
+    try:
+        angles = tuple(float(angle) for angle in text.split(",") if angle.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"angles must be comma-separated numbers, got '{text}'") from None
+    if not angles:
+        raise argparse.ArgumentTypeError("no angle given")
+    return angles
+
+
+@_handle_errors
+def cmd_bench_rotation(args: argparse.Namespace) -> int:
+    homography = HomographyBenchConf(max_size=args.max_size, max_keypoints=args.max_keypoints)
+    report = bench_rotation(
+        _folder(args.dataset, "dataset folder"),
+        Path(args.output),
+        RotationBenchConf(args.angles, homography=homography),
+    )
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print((Path(args.output) / "report.md").read_text())
+    return 0
+
+
 @_handle_errors
 def cmd_bench_scenes(args: argparse.Namespace) -> int:
     summary = bench_scenes(_folder(args.scenes, "scenes folder"), Path(args.output), _compare_conf(args))
@@ -114,7 +156,7 @@ def cmd_bench_scenes(args: argparse.Namespace) -> int:
 
 @_handle_errors
 def cmd_bench_speed(args: argparse.Namespace) -> int:
-    conf = SpeedConf(max_size=args.max_size, max_images=args.max_images)
+    conf = SpeedConf(max_size=args.max_size, max_images=args.max_images, keypoint_budgets=args.max_keypoints)
     report = bench_speed(_folder(args.images, "image folder"), args.methods or available_methods(), conf)
     Path(args.output).mkdir(parents=True, exist_ok=True)
     (Path(args.output) / "report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -152,6 +194,17 @@ def add_eval_commands(commands: argparse._SubParsersAction) -> None:
     _add_common_options(homography, reconstruction=False)
     homography.set_defaults(func=cmd_bench_homography)
 
+    rotation = benchmarks.add_parser(
+        "rotation", help="upright vs oriented keypoints: planar pairs with the second image turned in-plane"
+    )
+    rotation.add_argument("dataset", help="homography dataset folder (as for `bench homography`)")
+    rotation.add_argument("--output", required=True, help="folder for report.json, report.md, figure and images")
+    rotation.add_argument("--angles", type=angle_list, default=RotationBenchConf.angles, help="degrees, e.g. 0,45,90")
+    rotation.add_argument("--max-keypoints", type=int, default=HomographyBenchConf.max_keypoints)
+    rotation.add_argument("--max-size", type=int, default=HomographyBenchConf.max_size)
+    rotation.add_argument("--json", action="store_true", help="print report.json instead of the table")
+    rotation.set_defaults(func=cmd_bench_rotation)
+
     scenes = benchmarks.add_parser("scenes", help="`compare` on every scene (sub-folder with images/, optional gt/)")
     scenes.add_argument("scenes", help="folder of scenes")
     _add_common_options(scenes, reconstruction=True)
@@ -160,5 +213,11 @@ def add_eval_commands(commands: argparse._SubParsersAction) -> None:
     speed = benchmarks.add_parser("speed", help="extraction time per image: COLMAP's SIFT and each method, one run")
     speed.add_argument("images", help="image folder")
     speed.add_argument("--max-images", type=int, default=SpeedConf.max_images)
+    speed.add_argument(
+        "--max-keypoints",
+        type=budget_list,
+        default=SpeedConf.keypoint_budgets,
+        help="keypoint budgets of the plugin methods, e.g. 4096,8192 (default: each method's own)",
+    )
     _add_common_options(speed, reconstruction=False)
     speed.set_defaults(func=cmd_bench_speed)

@@ -144,10 +144,13 @@ def evaluate_pair(
 
 
 def bench_method(
-    method: str, pairs: list[PlanarPair], conf: HomographyBenchConf
+    method: str, pairs: list[PlanarPair], conf: HomographyBenchConf, extractor_conf: dict[str, Any] | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Per-pair results and the keypoints and matches of each pair (for pictures) of one method."""
-    extractor = create_extractor(method, max_keypoints=conf.max_keypoints)
+    """Per-pair results and the keypoints and matches of each pair (for pictures) of one method.
+
+    `extractor_conf`: options of the method's extractor besides the keypoint budget (e.g. upright).
+    """
+    extractor = create_extractor(method, **(extractor_conf or {}), max_keypoints=conf.max_keypoints)
     matcher = create_matcher(extractor_class(method).default_matcher)
     seconds = {"extract": 0.0, "match": 0.0}
     per_pair, drawn = {}, {}

@@ -27,6 +27,7 @@ STAGES = ("extract", "match", "verify", "map")
 @dataclass
 class RunConf:
     max_size: int | None = 1600  # long image side for extraction, reference and plugin alike
+    max_keypoints: int | None = None  # plugin methods only; None: each method's default
     pairs: str = "exhaustive"  # exhaustive | sequential[:N] | PAIRS_FILE
     mapper: str = "incremental"  # incremental | global
     seed: int = 0  # mapper sampling, so that reruns agree
@@ -128,7 +129,10 @@ def run_plugin(
     run = _fresh_run(method, output_dir)
     features, matches = run.output / "features.h5", run.output / "matches.h5"
     extraction = extract_features(
-        image_dir, run.database, features, ExtractionConf(method=method, max_size=conf.max_size)
+        image_dir,
+        run.database,
+        features,
+        ExtractionConf(method=method, max_size=conf.max_size, max_keypoints=conf.max_keypoints),
     )
     run.seconds["extract"] = extraction.seconds
     matching = match_features(run.database, features, matches, pairs, MatchingConf())

@@ -27,6 +27,7 @@ class SpeedConf:
     max_size: int = 1600
     max_images: int = 5
     describe_count: int = 4000
+    keypoint_budgets: tuple[int | None, ...] = (None,)  # plugin methods run at each; None: the method's default
 
 
 def _colmap_sift(max_size: int):
@@ -41,8 +42,8 @@ def _colmap_sift(max_size: int):
     return extract
 
 
-def _plugin(method: str, max_size: int):
-    extractor = create_extractor(method)
+def _plugin(method: str, max_size: int, max_keypoints: int | None):
+    extractor = create_extractor(method, max_keypoints=max_keypoints)
 
     def extract(path: Path) -> int:
         image = read_image(path, max_size)
@@ -67,9 +68,16 @@ def _describe_time(path: Path, conf: SpeedConf) -> float:
 
 
 def bench_speed(image_dir: Path, methods: list[str], conf: SpeedConf = SpeedConf()) -> dict:
-    """Mean seconds and keypoints per image for COLMAP's SIFT and each method (JSON-ready)."""
+    """Mean seconds and keypoints per image for COLMAP's SIFT and each method (JSON-ready).
+
+    Methods run at each of `conf.keypoint_budgets` are labelled METHOD@BUDGET.
+    """
     paths = [Path(image_dir) / name for name in list_images(Path(image_dir))[: conf.max_images]]
-    runners = {REFERENCE: _colmap_sift(conf.max_size), **{m: _plugin(m, conf.max_size) for m in methods}}
+    runners = {REFERENCE: _colmap_sift(conf.max_size)}
+    for budget in conf.keypoint_budgets:
+        for method in methods:
+            label = method if budget is None else f"{method}@{budget}"
+            runners[label] = _plugin(method, conf.max_size, budget)
     for run in runners.values():  # warm-up: model loading and first-call allocations are not per-image costs
         run(paths[0])
     results = {}

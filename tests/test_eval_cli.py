@@ -33,6 +33,9 @@ def test_unusable_input_exits_with_code_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         run_cli("compare", tmp_path / "images", "--output", tmp_path / "out", "--methods", "sift,nonsense")
     assert exit_info.value.code == EXIT_USAGE
+    for budgets in ("0", "4096,many", ""):
+        with pytest.raises(SystemExit):
+            run_cli("bench", "speed", tmp_path / "images", "--output", tmp_path / "out", "--max-keypoints", budgets)
 
 
 def test_bench_scenes_compares_colmap_sift_with_the_plugin(datasets, tmp_path, capsys):
@@ -116,3 +119,24 @@ def test_bench_homography_on_two_easy_pairs(datasets, tmp_path, capsys):
     assert results["h_acc1"] <= results["h_acc3"] <= results["h_acc5"] and results["h_acc5"] > 0
     for figure in ("mma.png", "correct_matches.png", "times.png", "matches_0.png"):
         assert (output / figure).stat().st_size > 1000, figure
+
+
+def test_bench_rotation_shows_that_upright_keypoints_fail_on_turned_images(datasets, tmp_path, capsys):
+    source = datasets / "homography" / "magsac"
+    dataset = tmp_path / "magsac"
+    link_images(["boatA.png", "boatB.png"], source / "images", dataset / "images")
+    (dataset / "gt").mkdir()
+    (dataset / "gt" / "boat_H_AtoB.txt").symlink_to(source / "gt" / "boat_H_AtoB.txt")
+    output = tmp_path / "out"
+    argv = ["bench", "rotation", dataset, "--output", output, "--angles", "0,90", "--max-size", "480"]
+    assert run_cli(*argv, "--max-keypoints", "512") == 0
+    assert "msk upright" in capsys.readouterr().out
+
+    results = json.loads((output / "report.json").read_text())["results"]
+    oriented, upright = results["msk"], results["msk upright"]
+    assert oriented["0"]["mma3"] > 0.5 and upright["0"]["mma3"] > 0.5  # both fine without rotation
+    assert oriented["90"]["correct_matches"] > 0.5 * oriented["0"]["correct_matches"]
+    assert upright["90"]["correct_matches"] < 0.2 * upright["0"]["correct_matches"]
+    assert (output / "images" / "90" / "boatB.png").is_file() and (output / "mma_by_angle.png").stat().st_size > 1000
+    with pytest.raises(SystemExit):
+        run_cli("bench", "rotation", dataset, "--output", output, "--angles", "ninety")

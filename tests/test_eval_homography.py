@@ -11,6 +11,7 @@ from reconstruction_eval.homography_metrics import (
     repeatability,
     warp_points,
 )
+from reconstruction_eval.rotation_bench import rotate_gray, rotation_matrix
 
 SHIFT = np.array([[1.0, 0, 10], [0, 1, -5], [0, 0, 1]])  # x + 10, y - 5
 
@@ -66,3 +67,18 @@ def test_corner_error_of_a_scaled_estimate():
 def test_homography_accuracy_thresholds():
     accuracy = homography_accuracy(np.array([0.5, 1.0, 2.9, 4.0, np.inf]))
     assert accuracy == {1: pytest.approx(0.4), 3: pytest.approx(0.6), 5: pytest.approx(0.8)}
+
+
+def test_turning_the_second_image_is_exact_at_90_degrees_and_its_matrix_says_where_pixels_go():
+    image = np.random.default_rng(0).integers(0, 256, (6, 9), dtype=np.uint8)
+    turned, matrix = rotate_gray(image, 90)
+    assert np.array_equal(turned, np.rot90(image))  # counter-clockwise on screen
+    assert np.allclose(matrix @ [8, 0, 1], [0, 0, 1])  # the top-right pixel becomes the top-left one
+
+    dot = np.zeros((40, 60), np.uint8)
+    dot[10:12, 44:46] = 255  # centred on pixel (44.5, 10.5)
+    turned, matrix = rotate_gray(dot, 30)
+    expected = (matrix @ [44.5, 10.5, 1])[:2]
+    rows, cols = np.nonzero(turned > 100)
+    assert np.allclose([cols.mean(), rows.mean()], expected, atol=0.5)
+    assert turned.shape == (rotation_matrix((60, 40), 30)[1][1], rotation_matrix((60, 40), 30)[1][0])

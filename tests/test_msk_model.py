@@ -6,11 +6,20 @@ import numpy as np
 import torch
 
 from msk.descriptor import DescriptorConf, TripletDescriptor, fuse_for_inference
-from msk.detector import DetectionConf, DetectorConf, MskDetector, detect, sample_scores, spread_top_k
+from msk.detector import (
+    DetectionConf,
+    DetectorConf,
+    MskDetector,
+    detect,
+    sample_scores,
+    soft_argmax_offset,
+    spread_top_k,
+)
 from msk.match_decision import propose_candidates
 from msk.orientation import dominant_orientation
 from msk.train.common import fpr_at_recall
 from msk.train.descriptor import hardest_negative_triplet_loss
+from msk.train.detector import localisation_terms
 
 
 def test_fused_descriptor_matches_the_trained_one_and_is_unit_length():
@@ -47,6 +56,7 @@ class FixedScaleSpace(torch.nn.Module):
     def __init__(self, octaves: list[torch.Tensor]):
         super().__init__()
         self.octaves = octaves
+        self.sharpness = torch.tensor(1.0)
         self.conf = DetectorConf(levels_per_octave=octaves[0].shape[1], num_octaves=len(octaves))
 
     def forward(self, image):
@@ -66,6 +76,25 @@ def test_detection_and_training_agree_on_where_a_peak_is():
     index = MskDetector(conf).scale_index(found["sigma"])
     logit = sample_scores(octaves, found["xy"], index, torch.zeros(1, dtype=torch.long))
     assert math.isclose(logit.item(), 3.0, rel_tol=1e-5)
+
+
+def test_a_peak_at_the_top_of_an_octave_yields_to_a_stronger_one_in_the_next_octave():
+    octaves = [torch.full((1, 3, 32 // 2**o, 48 // 2**o), -5.0) for o in range(2)]
+    octaves[0][0, 2, 10, 20] = 2.0  # top level of octave 0 at input pixel (41.5, 21.5) ...
+    octaves[1][0, 0, 4:7, 9:12] = 2.5  # ... and its scale neighbour, level 0 of octave 1, peaks at the same spot
+    octaves[1][0, 0, 5, 10] = 3.0
+    found = detect(FixedScaleSpace(octaves), torch.zeros(1, 1, 64, 96), DetectionConf(max_keypoints=10))
+    assert len(found["xy"]) == 1
+    assert torch.allclose(found["xy"][0], torch.tensor([10 * 4 + 1.5, 5 * 4 + 1.5]))
+    # Its sub-level offset leans towards the weaker neighbour below (octave 0, level 2).
+    assert DetectorConf().sigma0 * 2 ** (2 / 3) < found["sigma"][0] < DetectorConf().sigma0 * 2
+
+
+def test_soft_argmax_finds_the_sub_cell_position_of_a_symmetric_peak():
+    # A peak half-way between cells (1, 1) and (2, 1): equal logits there, falling off around.
+    window = torch.tensor([[-4.0, -4.0, -4.0], [-4.0, 2.0, 2.0], [-4.0, -4.0, -4.0]])
+    offset = soft_argmax_offset(window[None], torch.tensor(5.0))[0]
+    assert torch.allclose(offset, torch.tensor([0.5, 0.0]), atol=1e-3)
 
 
 def test_spread_top_k_leaves_no_cell_empty():
@@ -99,3 +128,31 @@ def test_candidates_carry_mutuality_and_ratios():
     assert mutual.tolist() == [1.0, 0.0]
     ratio1 = candidates.features[:, -2]
     assert ratio1[0] < 1 < ratio1[1]  # keypoint 1 of image 0 loses its candidate to keypoint 0
+
+
+def test_both_ways_adds_the_proposals_of_image_1_that_image_0_did_not_make():
+    desc0 = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.1]]), dim=1)
+    desc1 = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.8, 0.6], [0.0, 0.6, 0.8]]), dim=1)
+    one_way = propose_candidates(desc0, desc1)
+    both = propose_candidates(desc0, desc1, both_ways=True)
+    assert list(zip(one_way.index0.tolist(), one_way.index1.tolist())) == [(0, 0), (1, 1)]
+    # Keypoint 2 of image 1 proposes keypoint 1 of image 0, whose own choice is keypoint 1: a new, non-mutual pair.
+    assert list(zip(both.index0.tolist(), both.index1.tolist())) == [(0, 0), (1, 1), (1, 2)]
+    assert both.features[:, -1].tolist() == [1.0, 1.0, 0.0]
+    assert both.features.shape == (3, 3 + 6)
+
+
+def test_localisation_terms_reward_a_sharp_peak_on_the_positive_cell():
+    model = MskDetector(DetectorConf(num_octaves=1))
+    xy = torch.tensor([[20 * 2 + 0.5, 10 * 2 + 0.5]])  # centre of cell (row 10, col 20) of octave 0 (stride 2)
+    index, batch = torch.tensor([1.0]), torch.tensor([0])
+    flat = [torch.zeros(1, 3, 32, 48)]
+    peaked = [torch.zeros(1, 3, 32, 48)]
+    peaked[0][0, 1, 10, 20] = 10.0
+    offset_flat, peak_flat = localisation_terms(model, flat, xy, index, batch)
+    offset_peaked, peak_peaked = localisation_terms(model, peaked, xy, index, batch)
+    assert math.isclose(peak_flat.item(), math.log(25), rel_tol=1e-5)  # uniform over the 5x5 window
+    assert peak_peaked.item() < 0.01
+    assert offset_flat.item() < 1e-6 and offset_peaked.item() < 1e-6  # both symmetric about the cell centre
+    shifted = xy + torch.tensor([[1.0, 0.0]])  # half a cell to the right: the peak must lean right
+    assert localisation_terms(model, peaked, shifted, index, batch)[0].item() > 0.4

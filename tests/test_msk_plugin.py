@@ -9,7 +9,9 @@ from colmap_plugin.features import create_extractor
 from colmap_plugin.images import read_image
 from colmap_plugin.keypoints import colmap_to_pixel
 from colmap_plugin.matchers import create_matcher
-from msk.visualize import show_keypoints
+from msk.detector import detect
+from msk.visualize import show_keypoints, synthetic_scene
+from msk.weights import load_detector
 
 # Rotation by 15 degrees, zoom 0.8 and a shift: a viewpoint change SfM photos often show.
 ANGLE, ZOOM = np.deg2rad(15), 0.8
@@ -50,3 +52,18 @@ def test_learned_matches_of_a_warped_pair_are_mostly_correct(warped_pair, method
 def test_keypoint_picture_is_written(datasets, tmp_path):
     count = show_keypoints(datasets / "eval" / "fountain-P11" / "images" / "0000.jpg", tmp_path / "look.jpg", 512, 300)
     assert count == 300 and (tmp_path / "look.jpg").stat().st_size > 10_000
+
+
+def test_detected_scales_grow_with_the_blobs_of_the_synthetic_scene():
+    image, blobs = synthetic_scene()
+    with torch.inference_mode():
+        found = detect(load_detector(), torch.from_numpy(image).float().div(255)[None, None])
+    xy, sigma = found["xy"].numpy(), found["sigma"].numpy()
+    for row in (blobs[:5], blobs[5:10], blobs[10:]):
+        # The strongest keypoint on each blob's centre, blobs from small to large.
+        scales = []
+        for x, y, blob_sigma in row:
+            near = np.flatnonzero(np.hypot(xy[:, 0] - x, xy[:, 1] - y) < max(2.0, blob_sigma / 4))
+            assert len(near), f"no keypoint on the blob of sigma {blob_sigma} at ({x:.0f}, {y:.0f})"
+            scales.append(sigma[near[0]])
+        assert np.all(np.diff(scales) > 0), scales

@@ -117,7 +117,7 @@ def add_show_commands(subparsers) -> None:
     show = subparsers.add_parser("show", help="pictures of what the MSK model sees")
     commands = show.add_subparsers(dest="show_command", required=True)
     keypoints = commands.add_parser("keypoints", help="keypoints by scale and the score map of every level")
-    keypoints.add_argument("image", type=Path)
+    keypoints.add_argument("image", type=Path, nargs="?", help="default: a synthetic scene of blobs of 5 sizes")
     keypoints.add_argument("--output", type=Path, required=True, help="PNG to write")
     keypoints.add_argument("--max-size", type=int, default=1024)
     keypoints.add_argument("--max-keypoints", type=int, default=1024)

@@ -15,14 +15,25 @@ import h5py
 import numpy as np
 import torch
 import torch.nn.functional as F
+from kornia.geometry.transform import get_perspective_transform, warp_perspective
 from tqdm import tqdm
 
 from colmap_plugin.images import read_image
 from colmap_plugin.keypoints import colmap_to_pixel
 from msk.data.augment import AugmentConf, photometric
 from msk.data.scenes import discover_scenes
-from msk.detector import DetectorConf, MskDetector, sample_scores
+from msk.detector import (
+    DetectionConf,
+    DetectorConf,
+    MskDetector,
+    cell_windows,
+    detect,
+    octave_stride,
+    sample_scores,
+    soft_argmax_offset,
+)
 from msk.weights import DETECTOR_WEIGHTS
+from reconstruction_eval.homography_metrics import repeatability
 
 from .common import optimisation_step, save_checkpoint, seed_everything
 
@@ -35,7 +46,12 @@ class DetectorTrainConf:
     max_image_size: int = 1024  # images are held in memory at this size
     zoom: tuple[float, float] = (0.5, 1.0)  # crop magnification range: more scales seen per image
     learning_rate: float = 3e-3
+    localisation_weight: float = 1.0  # soft-argmax offset error (cells) of positives
+    peak_weight: float = 2.0  # cross-entropy making a positive's cell the maximum of its 5x5 window
     validate_every: int = 250
+    repeatability_pairs: int = 24  # validation crops warped by random homographies
+    repeatability_crop: int = 384
+    repeatability_keypoints: int = 512
     seed: int = 0
     num_threads: int = 2
 
@@ -96,7 +112,9 @@ def random_crops(images: list[SampledImage], conf: DetectorTrainConf, generator:
     return torch.cat(crops), torch.cat(xy), torch.cat(sigma), torch.cat(label), torch.cat(batch)
 
 
-def detector_loss(model: MskDetector, crops, xy, sigma, label, batch) -> tuple[torch.Tensor, dict]:
+def detector_loss(
+    model: MskDetector, crops, xy, sigma, label, batch, conf: DetectorTrainConf = DetectorTrainConf()
+) -> tuple[torch.Tensor, dict]:
     octaves = model(crops)
     index = model.scale_index(sigma)
     positive = label > 0
@@ -110,15 +128,91 @@ def detector_loss(model: MskDetector, crops, xy, sigma, label, batch) -> tuple[t
     logits = sample_scores(octaves, all_xy[valid], all_index[valid], all_batch[valid])
     target = all_label[valid]
     pos_weight = (target == 0).sum() / (target == 1).sum().clamp(min=1)
-    loss = F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight)
+    classification = F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight)
+    in_range = positive & (index > -0.5) & (index < model.num_levels - 0.5)
+    offset_error, peak = localisation_terms(model, octaves, xy[in_range], index[in_range], batch[in_range])
+    loss = classification + conf.localisation_weight * offset_error.mean() + conf.peak_weight * peak.mean()
     at_own_level = torch.arange(len(target)) < int(valid[: len(label)].sum())
     predicted = logits[at_own_level] > 0
     truth = target[at_own_level] > 0
     stats = {
         "recall": float((predicted & truth).sum() / truth.sum().clamp(min=1)),
         "precision": float((predicted & truth).sum() / predicted.sum().clamp(min=1)),
+        "offset_error_cells": float(offset_error.mean()),
     }
     return loss, stats
+
+
+def localisation_terms(
+    model: MskDetector, octaves: list[torch.Tensor], xy: torch.Tensor, index: torch.Tensor, batch: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per positive (N,): the soft-argmax offset error in cells (L1) and the peak cross-entropy.
+
+    Each positive at centre-origin input pixels xy (N, 2) and scale-space index (N,) lies in some
+    cell of its level's map; the detector must peak at that cell (its 5x5 window's maximum) and
+    the soft-argmax of the 3x3 window around it must land on the exact sub-cell position, which
+    is what `msk.detector.detect` reads out.
+    """
+    levels_per_octave = model.conf.levels_per_octave
+    level = index.round().long()
+    errors, peaks = [], []
+    for octave, maps in enumerate(octaves):
+        mine = (level // levels_per_octave) == octave
+        if not mine.any():
+            continue
+        stride = octave_stride(octave)
+        cell = (xy[mine] - (stride - 1) / 2) / stride
+        nearest = cell.round().long()
+        height, width = maps.shape[-2:]
+        col, row = nearest[:, 0].clamp(0, width - 1), nearest[:, 1].clamp(0, height - 1)
+        window = cell_windows(maps, batch[mine], level[mine] % levels_per_octave, row, col, radius=2)
+        offset = soft_argmax_offset(window[:, 1:4, 1:4], model.sharpness)
+        errors.append((offset - (cell - nearest)).abs().sum(dim=1))
+        peaks.append(-F.log_softmax(window.flatten(1), dim=1)[:, 12])
+    if not errors:
+        zero = torch.zeros(1)
+        return zero, zero
+    return torch.cat(errors), torch.cat(peaks)
+
+
+def homography_pairs(
+    images: list[SampledImage], conf: DetectorTrainConf, generator: torch.Generator, max_shift: float = 0.15
+) -> list[tuple[torch.Tensor, torch.Tensor, np.ndarray]]:
+    """Crops (1, 1, S, S) of random images, the same crops warped by random homographies (each corner moved by
+    up to `max_shift` * S) with new lighting, and the homographies (3, 3) in centre-origin pixels."""
+    side = conf.repeatability_crop
+    corners = torch.tensor([[0.0, 0.0], [side - 1, 0.0], [side - 1, side - 1], [0.0, side - 1]])
+    pairs = []
+    for pick in torch.randint(len(images), (conf.repeatability_pairs,), generator=generator).tolist():
+        image = images[pick].image
+        height, width = image.shape
+        if min(height, width) < side:
+            continue
+        top = int(torch.randint(height - side + 1, (), generator=generator))
+        left = int(torch.randint(width - side + 1, (), generator=generator))
+        crop = torch.from_numpy(image[top : top + side, left : left + side]).float().div(255)[None, None]
+        moved = corners + (torch.rand(4, 2, generator=generator) * 2 - 1) * max_shift * side
+        homography = get_perspective_transform(corners[None], moved[None])
+        warped = warp_perspective(crop, homography, (side, side), align_corners=True)
+        pairs.append((crop, photometric(warped, AugmentConf(), generator), homography[0].double().numpy()))
+    return pairs
+
+
+@torch.no_grad()
+def validation_repeatability(
+    model: MskDetector, pairs: list[tuple[torch.Tensor, torch.Tensor, np.ndarray]], max_keypoints: int
+) -> float:
+    """Mean repeatability (3 px) of the detector's strongest keypoints over homography pairs."""
+    scores = []
+    for crop, warped, homography in pairs:
+        found = [
+            detect(model, image, DetectionConf(max_keypoints=max_keypoints))["xy"].numpy() for image in (crop, warped)
+        ]
+        side = crop.shape[-1]
+        value = repeatability(*found, homography, (side, side), (side, side))
+        if value is not None:
+            scores.append(value)
+    return float(np.mean(scores)) if scores else 0.0
 
 
 def train_detector(
@@ -130,6 +224,7 @@ def train_detector(
     val_images = load_images(dataset, scenes_dir, "val", conf.max_image_size)
     val_generator = torch.Generator().manual_seed(conf.seed + 1)
     val_batches = [random_crops(val_images, conf, val_generator) for _ in range(8)]
+    val_pairs = homography_pairs(val_images, conf, val_generator)
     model = MskDetector(DetectorConf())
     optimizer = torch.optim.AdamW(model.parameters(), lr=conf.learning_rate)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, conf.learning_rate, total_steps=conf.steps)
@@ -139,17 +234,21 @@ def train_detector(
     for step in progress:
         model.train()
         crops, *samples = random_crops(train_images, conf, generator)
-        loss, _ = detector_loss(model, photometric(crops, augment_conf, generator), *samples)
+        loss, _ = detector_loss(model, photometric(crops, augment_conf, generator), *samples, conf=conf)
         optimisation_step(optimizer, schedule, loss)
         progress.set_postfix(loss=f"{loss.item():.3f}")
         if step % conf.validate_every == 0 or step == conf.steps:
             model.eval()
             with torch.no_grad():
-                results = [detector_loss(model, *batch) for batch in val_batches]
+                results = [detector_loss(model, *batch, conf=conf) for batch in val_batches]
             entry = {
                 "step": step,
                 "val_loss": round(float(np.mean([r[0].item() for r in results])), 4),
-                **{k: round(float(np.mean([r[1][k] for r in results])), 4) for k in ("precision", "recall")},
+                **{
+                    k: round(float(np.mean([r[1][k] for r in results])), 4)
+                    for k in ("precision", "recall", "offset_error_cells")
+                },
+                "repeatability": round(validation_repeatability(model, val_pairs, conf.repeatability_keypoints), 4),
             }
             history.append(entry)
             tqdm.write(f"step {step}: {entry}")
