@@ -65,6 +65,9 @@ def _add_extraction_options(parser: argparse.ArgumentParser) -> None:
         "--max-size", type=_positive_int, default=ExtractionConf.max_size, help="long image side for extraction"
     )
     parser.add_argument("--max-keypoints", type=_positive_int, help="keypoints per image (method default)")
+    parser.add_argument(
+        "--upright", action="store_true", help="no keypoint orientations: for photos never turned in-plane"
+    )
     parser.add_argument("--camera-mode", default="auto", choices=sorted(CAMERA_MODES))
     parser.add_argument("--camera-model", default=ExtractionConf.camera_model, help="COLMAP camera model name")
     parser.add_argument("--overwrite", action="store_true", help="replace features of another kind in the database")
@@ -77,6 +80,7 @@ def _extraction_conf(args: argparse.Namespace) -> ExtractionConf:
         method=args.method,
         max_size=args.max_size,
         max_keypoints=args.max_keypoints,
+        upright=args.upright,
         camera_mode=args.camera_mode,
         camera_model=args.camera_model,
         overwrite=args.overwrite,

@@ -35,6 +35,7 @@ class ExtractionConf:
     method: str = "sift"
     max_size: int | None = 1600  # long side in pixels; larger images are shrunk for extraction
     max_keypoints: int | None = None  # None: the backend's default
+    upright: bool = False  # no orientation estimates: better matches when no photo is turned in-plane
     camera_mode: str = "auto"  # auto | single | per-folder | per-image, as in COLMAP
     camera_model: str = "SIMPLE_RADIAL"
     overwrite: bool = False  # replace features of another kind instead of refusing
@@ -102,7 +103,7 @@ def extract_features(
     start = time.perf_counter()
     image_dir, database_path, features_path = Path(image_dir), Path(database_path), Path(features_path)
     names = list_images(image_dir)
-    extractor = create_extractor(conf.method, max_keypoints=conf.max_keypoints)
+    extractor = create_extractor(conf.method, max_keypoints=conf.max_keypoints, upright=conf.upright)
     identity = {**extractor.identity(), "max_size": conf.max_size}
     # The database first: a locked, foreign or newer one is refused before any file is written.
     with open_database(database_path) as database:

@@ -8,13 +8,14 @@ from .features import Extractor, Features
 
 class SiftExtractor(Extractor):
     name = "sift"
-    default_conf = {"max_keypoints": 8192, "num_threads": -1}
+    default_conf = {"max_keypoints": 8192, "num_threads": -1, "upright": False}
 
     def __init__(self, **conf):
         super().__init__(**conf)
         options = pycolmap.FeatureExtractionOptions()
         options.num_threads = self.conf["num_threads"]
         options.sift.max_num_features = self.conf["max_keypoints"]
+        options.sift.upright = self.conf["upright"]
         self._sift = pycolmap.FeatureExtractor.create(options, pycolmap.Device.cpu)
 
     def extract(self, image: np.ndarray) -> Features:

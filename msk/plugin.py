@@ -19,7 +19,7 @@ class SiftMskExtractor(Extractor):
     """SIFT keypoints (COLMAP's), MSK descriptors; matched by the learned match decision."""
 
     name = "sift+msk"
-    default_conf = {"max_keypoints": 8192, "num_threads": -1}
+    default_conf = {"max_keypoints": 8192, "num_threads": -1, "upright": False}
     default_matcher = "learned"
 
     def __init__(self, **conf):

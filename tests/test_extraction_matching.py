@@ -12,7 +12,7 @@ from colmap_plugin.extraction import ExtractionConf, FeatureKindMismatchError, e
 from colmap_plugin.images import list_images
 from colmap_plugin.matching import match_features
 from colmap_plugin.pairs import select_pairs
-from colmap_plugin.store import FeatureStore
+from colmap_plugin.store import FeatureStore, StoreMismatchError
 
 
 def database_snapshot(path) -> dict:
@@ -107,3 +107,17 @@ def test_features_of_another_kind_are_never_mixed(images, tmp_path):
         images, output / "database.db", output / "features.h5", ExtractionConf(max_size=640, overwrite=True)
     )
     assert len(summary.extracted) == 6
+
+
+@pytest.mark.parametrize("method", ["sift", "msk"])
+def test_upright_extraction_stores_no_orientations(images, tmp_path, method):
+    conf = ExtractionConf(method=method, max_size=640, max_keypoints=512, upright=True)
+    extract_features(images, tmp_path / "database.db", tmp_path / "features.h5", conf)
+    with FeatureStore(tmp_path / "features.h5") as store:
+        features = store.read(list_images(images)[0])
+    assert len(features) > 100 and np.all(features.orientations == 0)
+    # Oriented and upright features are different kinds: they are never mixed in one store.
+    with pytest.raises(StoreMismatchError, match='"upright": true'):
+        extract_features(
+            images, tmp_path / "database.db", tmp_path / "features.h5", ExtractionConf(method=method, max_size=640)
+        )
