@@ -17,7 +17,7 @@ from .compare import TABLE_ROWS, CompareConf, GroundTruthError, compare
 from .homography_bench import TABLE_ROWS as HOMOGRAPHY_ROWS
 from .homography_bench import HomographyBenchConf, bench_homography
 from .report import metrics_by_method_table
-from .rotation_bench import RotationBenchConf, bench_rotation
+from .rotation_bench import RotationBenchConf, bench_rotation, rotation_table
 from .runs import RunConf
 from .scenes import bench_scenes, summary_table
 from .speed import SpeedConf, bench_speed
@@ -111,26 +111,24 @@ def cmd_bench_homography(args: argparse.Namespace) -> int:
     return _print_report(report, metrics_by_method_table(report["methods"], HOMOGRAPHY_ROWS), args)
 
 
-def budget_list(text: str) -> tuple[int, ...]:
-    """`--max-keypoints 4096,8192`: positive integers."""
-    try:
-        budgets = tuple(int(budget) for budget in text.split(",") if budget.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"budgets must be comma-separated integers, got '{text}'") from None
-    if not budgets or min(budgets) < 1:
-        raise argparse.ArgumentTypeError(f"budgets must be positive, got '{text}'")
-    return budgets
+def number_list(convert, what: str, minimum: float | None = None):
+    """An argparse type for comma-separated numbers (`--angles 0,45,90`), at least one, none below `minimum`."""
+
+    def parse(text: str) -> tuple:
+        try:
+            values = tuple(convert(value) for value in text.split(",") if value.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be comma-separated numbers, got '{text}'") from None
+        if not values or (minimum is not None and min(values) < minimum):
+            bound = "" if minimum is None else f" of at least {minimum}"
+            raise argparse.ArgumentTypeError(f"expected one or more {what}{bound}, got '{text}'")
+        return values
+
+    return parse
 
 
-def angle_list(text: str) -> tuple[float, ...]:
-    """`--angles 0,45,90`: degrees."""
-    try:
-        angles = tuple(float(angle) for angle in text.split(",") if angle.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"angles must be comma-separated numbers, got '{text}'") from None
-    if not angles:
-        raise argparse.ArgumentTypeError("no angle given")
-    return angles
+budget_list = number_list(int, "keypoint budgets", minimum=1)
+angle_list = number_list(float, "angles (degrees)")
 
 
 @_handle_errors
@@ -141,11 +139,7 @@ def cmd_bench_rotation(args: argparse.Namespace) -> int:
         Path(args.output),
         RotationBenchConf(args.angles, homography=homography),
     )
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print((Path(args.output) / "report.md").read_text())
-    return 0
+    return _print_report(report, rotation_table(report), args)
 
 
 @_handle_errors

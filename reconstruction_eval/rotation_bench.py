@@ -98,11 +98,9 @@ def rotated_pairs(pairs: list[PlanarPair], degrees: float, folder: Path) -> list
     turned = []
     for pair in pairs:
         path = folder / f"{pair.name}B.png"
-        gray = read_image(pair.image1).gray
-        rotated, matrix = rotate_gray(gray, degrees)
-        if not path.is_file():
-            if not pycolmap.Bitmap.from_array(rotated).write(path):
-                raise OSError(f"cannot write {path}")
+        rotated, matrix = rotate_gray(read_image(pair.image1).gray, degrees)
+        if not pycolmap.Bitmap.from_array(rotated).write(path):
+            raise OSError(f"cannot write {path}")
         turned.append(PlanarPair(pair.name, pair.image0, path, matrix @ pair.homography))
     return turned
 
@@ -151,12 +149,17 @@ def bench_rotation(dataset_dir: Path, output_dir: Path, conf: RotationBenchConf 
     return report
 
 
-def markdown_report(report: dict[str, Any]) -> str:
+def rotation_table(report: dict[str, Any]) -> str:
+    """Markdown table: a row per variant, a column per angle, cells MMA@3px / correct matches per pair."""
     angles = [f"{angle:g}" for angle in report["angles"]]
     rows = [
         [label] + [f"{by_angle[a]['mma3']:.1%} / {by_angle[a]['correct_matches']:.0f}" for a in angles]
         for label, by_angle in report["results"].items()
     ]
+    return markdown_table(["variant", *(f"{a}°" for a in angles)], rows)
+
+
+def markdown_report(report: dict[str, Any]) -> str:
     return "\n".join(
         [
             f"# Rotation benchmark on {report['dataset']}",
@@ -164,7 +167,7 @@ def markdown_report(report: dict[str, Any]) -> str:
             f"{len(report['pairs'])} pairs, image B turned in-plane; {report['max_keypoints']} keypoints at most per "
             "image. Cells: MMA@3px / correct matches per pair.",
             "",
-            markdown_table(["variant", *(f"{a}°" for a in angles)], rows),
+            rotation_table(report),
             "",
             "![MMA by angle](mma_by_angle.png)",
         ]
