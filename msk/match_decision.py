@@ -4,17 +4,26 @@ Each keypoint of image 0 proposes its nearest neighbour in image 1. The network 
 the decision easy for a human reading distance tables — the candidate's distance, the
 distance to the second-best candidate on both sides, whether the pair is mutual — plus the
 element-wise product of the two descriptors, which tells it how reliable this kind of
-descriptor is. It outputs the probability that the two keypoints see the same 3D point.
+descriptor is, and whether the candidate agrees with the scale change and in-plane rotation
+that most mutual candidates of the image pair agree on (true matches of one pair share them
+roughly; false ones scatter). It outputs the probability that the two keypoints see the same
+3D point.
 """
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from colmap_plugin.matchers import similarity_to_distance, two_nearest
 
+NUM_CONSISTENCY_FEATURES = 3  # scale-change and rotation deviations from the pair's consensus, upright flag
 NUM_DISTANCE_FEATURES = 6
+ROTATION_BINS = 36
+MAX_SCALE_DEVIATION = 4.0  # octaves
+SMOOTHING = torch.tensor([[[1.0, 2.0, 1.0]]])  # peaked, so the mode stays on the fullest bin
 
 
 @dataclass(frozen=True)
@@ -27,7 +36,8 @@ class MatchDecisionConf:
 class Candidates:
     """Nearest-neighbour proposals of image 0's keypoints in image 1.
 
-    index0, index1: (N,) keypoint indices; features: (N, D + 6) network input.
+    index0, index1: (N,) keypoint indices; features: (N, D + 3 + 6) network input (descriptor
+    product, consistency features, distance features: the last column is the mutual flag).
     """
 
     index0: torch.Tensor
@@ -35,8 +45,15 @@ class Candidates:
     features: torch.Tensor
 
 
-def propose_candidates(desc0: torch.Tensor, desc1: torch.Tensor, both_ways: bool = False) -> Candidates:
-    """Candidates and their features from L2-normalised descriptors (N, D) and (M, D), M >= 1.
+def keypoint_frames(scales: torch.Tensor, orientations: torch.Tensor) -> torch.Tensor:
+    """Frames (N, 2) = (log2 scale, orientation in radians) of keypoints with scales (N,) and orientations (N,)."""
+    return torch.stack([torch.log2(scales.float().clamp(min=1e-6)), orientations.float()], dim=1)
+
+
+def propose_candidates(
+    desc0: torch.Tensor, desc1: torch.Tensor, frames0: torch.Tensor, frames1: torch.Tensor, both_ways: bool = False
+) -> Candidates:
+    """Candidates and their features from L2-normalised descriptors (N, D), (M, D), M >= 1, and frames (N, 2), (M, 2).
 
     Each keypoint of image 0 proposes its nearest neighbour in image 1; with `both_ways`, each
     keypoint of image 1 also proposes its nearest neighbour in image 0 when that pair is not
@@ -45,10 +62,11 @@ def propose_candidates(desc0: torch.Tensor, desc1: torch.Tensor, both_ways: bool
     """
     nearest0 = two_nearest(desc0, desc1)  # similarities and indices (N, k)
     nearest1 = two_nearest(desc1, desc0)  # (M, k)
-    forward = _proposals(desc0, desc1, nearest0, nearest1)
+    upright = not (frames0[:, 1].any() or frames1[:, 1].any())
+    forward = _proposals(desc0, desc1, nearest0, nearest1, frames0, frames1, upright)
     if not both_ways:
         return forward
-    backward = _proposals(desc1, desc0, nearest1, nearest0)
+    backward = _proposals(desc1, desc0, nearest1, nearest0, frames1, frames0, upright)
     new = backward.features[:, -1] == 0
     return Candidates(
         torch.cat([forward.index0, backward.index1[new]]),
@@ -62,6 +80,9 @@ def _proposals(
     desc1: torch.Tensor,
     nearest0: tuple[torch.Tensor, torch.Tensor],
     nearest1: tuple[torch.Tensor, torch.Tensor],
+    frames0: torch.Tensor,
+    frames1: torch.Tensor,
+    upright: bool,
 ) -> Candidates:
     """Image 0's nearest-neighbour proposals, given both sides' two nearest neighbours."""
     (similarity0, neighbours0), (similarity1, neighbours1) = nearest0, nearest1
@@ -79,18 +100,38 @@ def _proposals(
     ratio0 = distance / similarity_to_distance(second0).clamp(min=1e-6)
     ratio1 = distance / similarity_to_distance(rival1).clamp(min=1e-6)
     scalars = torch.stack([best, second0, rival1, ratio0.clamp(max=2), ratio1.clamp(max=2), mutual.float()], dim=1)
-    features = torch.cat([desc0 * desc1[index1], scalars], dim=1)
+    consistency = consistency_features(frames1[index1] - frames0, mutual, upright)
+    features = torch.cat([desc0 * desc1[index1], consistency, scalars], dim=1)
     return Candidates(index0, index1, features)
 
 
+def consistency_features(change: torch.Tensor, mutual: torch.Tensor, upright: bool) -> torch.Tensor:
+    """(N, 3) features of candidates whose frames change by `change` (N, 2) = (log2 scale ratio, rotation).
+
+    The pair's consensus is read from its mutual candidates (all candidates if none is mutual):
+    the median scale change and the most common rotation (mode of a 36-bin histogram, smoothed).
+    Features: |scale change - consensus| in octaves (at most 4), |rotation - consensus| / pi, and
+    1 when neither image has orientations (upright keypoints: rotation says nothing).
+    """
+    voters = change[mutual] if mutual.any() else change
+    scale_deviation = (change[:, 0] - voters[:, 0].median()).abs().clamp(max=MAX_SCALE_DEVIATION)
+    bins = ((voters[:, 1] % (2 * math.pi)) / (2 * math.pi) * ROTATION_BINS).long().clamp(0, ROTATION_BINS - 1)
+    histogram = torch.bincount(bins, minlength=ROTATION_BINS).float()
+    histogram = F.conv1d(F.pad(histogram[None, None], (1, 1), mode="circular"), SMOOTHING)[0, 0]
+    rotation = (histogram.argmax().float() + 0.5) * (2 * math.pi / ROTATION_BINS)
+    rotation_deviation = torch.remainder(change[:, 1] - rotation + math.pi, 2 * math.pi) - math.pi
+    flag = torch.full_like(scale_deviation, float(upright))
+    return torch.stack([scale_deviation, rotation_deviation.abs() / math.pi, flag], dim=1)
+
+
 class MatchDecisionNet(nn.Module):
-    """(N, D + 6) candidate features -> (N,) match logits."""
+    """(N, D + 3 + 6) candidate features -> (N,) match logits."""
 
     def __init__(self, conf: MatchDecisionConf = MatchDecisionConf()):
         super().__init__()
         self.conf = conf
         self.mlp = nn.Sequential(
-            nn.Linear(conf.descriptor_dim + NUM_DISTANCE_FEATURES, conf.hidden),
+            nn.Linear(conf.descriptor_dim + NUM_CONSISTENCY_FEATURES + NUM_DISTANCE_FEATURES, conf.hidden),
             nn.ReLU(inplace=True),
             nn.Linear(conf.hidden, conf.hidden),
             nn.ReLU(inplace=True),

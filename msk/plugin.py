@@ -10,9 +10,18 @@ from colmap_plugin.sift import SiftExtractor
 
 from .descriptor import describe_keypoints
 from .detector import DetectionConf, detect
-from .match_decision import propose_candidates
+from .match_decision import keypoint_frames, propose_candidates
 from .orientation import dominant_orientation
-from .weights import load_descriptor, load_detector, load_match_decision
+from .refinement import refine_to_blob_centres
+from .weights import (
+    DESCRIPTOR_WEIGHTS,
+    DETECTOR_WEIGHTS,
+    MATCH_DECISION_WEIGHTS,
+    load_descriptor,
+    load_detector,
+    load_match_decision,
+    weights_fingerprint,
+)
 
 
 class SiftMskExtractor(Extractor):
@@ -27,6 +36,9 @@ class SiftMskExtractor(Extractor):
         self.sift = SiftExtractor(**self.conf)
         self.descriptor = load_descriptor()
 
+    def identity(self) -> dict:
+        return {**super().identity(), "weights": weights_fingerprint(DESCRIPTOR_WEIGHTS)}
+
     def extract(self, image: np.ndarray) -> Features:
         features = self.sift.extract(image)
         keypoints = affine_keypoints(features.keypoints, features.scales, features.orientations)
@@ -35,10 +47,11 @@ class SiftMskExtractor(Extractor):
 
 
 class MskExtractor(Extractor):
-    """The full learned pipeline: MSK detector, gradient orientation, MSK descriptors."""
+    """The full learned pipeline: MSK detector, blob-centre refinement, gradient orientation, MSK descriptors."""
 
     name = "msk"
-    default_conf = {"max_keypoints": 4096, "upright": False}
+    # refine_positions: move detections to the LoG extremum at their scale (msk.refinement).
+    default_conf = {"max_keypoints": 4096, "upright": False, "refine_positions": True}
     default_matcher = "learned"
 
     def __init__(self, **conf):
@@ -46,12 +59,17 @@ class MskExtractor(Extractor):
         self.detector = load_detector()
         self.descriptor = load_descriptor()
 
+    def identity(self) -> dict:
+        return {**super().identity(), "weights": weights_fingerprint(DETECTOR_WEIGHTS, DESCRIPTOR_WEIGHTS)}
+
     @torch.inference_mode()
     def extract(self, image: np.ndarray) -> Features:
         tensor = torch.from_numpy(image).float().div(255)[None, None]
         detections = detect(self.detector, tensor, DetectionConf(max_keypoints=self.conf["max_keypoints"]))
         xy = pixel_to_colmap(detections["xy"].numpy()).astype(np.float32)
         scales = detections["sigma"].numpy().astype(np.float32)
+        if self.conf["refine_positions"]:
+            xy = refine_to_blob_centres(image, xy, scales)
         orientations = (
             np.zeros(len(xy), np.float32) if self.conf["upright"] else dominant_orientation(image, xy, scales)
         )
@@ -71,6 +89,9 @@ class LearnedMatcher(Matcher):
         self.network, meta = load_match_decision()
         self.threshold = self.conf["threshold"] if self.conf["threshold"] is not None else meta["threshold"]
 
+    def identity(self) -> dict:
+        return {**super().identity(), "weights": weights_fingerprint(MATCH_DECISION_WEIGHTS)}
+
     @torch.inference_mode()
     def match(self, features0: Features, features1: Features) -> tuple[np.ndarray, np.ndarray]:
         if len(features0) == 0 or len(features1) == 0:
@@ -78,6 +99,10 @@ class LearnedMatcher(Matcher):
         candidates = propose_candidates(
             descriptors_to_tensor(features0.descriptors),
             descriptors_to_tensor(features1.descriptors),
+            *(
+                keypoint_frames(torch.from_numpy(f.scales), torch.from_numpy(f.orientations))
+                for f in (features0, features1)
+            ),
             both_ways=self.conf["both_ways"],
         )
         probability = torch.sigmoid(self.network(candidates.features))

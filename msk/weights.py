@@ -1,5 +1,6 @@
 """The weights shipped inside the package, and loading them (nothing is ever downloaded)."""
 
+import hashlib
 from pathlib import Path
 
 import torch
@@ -18,6 +19,14 @@ DETECTOR_WEIGHTS = WEIGHTS_DIR / "detector.pt"
 
 class MissingWeightsError(BackendUnavailableError):
     """Shipped weights are absent: the package was built without them or they were deleted."""
+
+
+def weights_fingerprint(*paths: Path) -> str:
+    """A short hash of weight files: stored in feature and match stores, so results of other weights are refused."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(Path(path).read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def _checkpoint(path: Path) -> dict:

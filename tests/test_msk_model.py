@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from msk.descriptor import DescriptorConf, TripletDescriptor, fuse_for_inference
@@ -15,7 +16,7 @@ from msk.detector import (
     soft_argmax_offset,
     spread_top_k,
 )
-from msk.match_decision import propose_candidates
+from msk.match_decision import keypoint_frames, propose_candidates
 from msk.orientation import dominant_orientation
 from msk.train.common import fpr_at_recall
 from msk.train.descriptor import hardest_negative_triplet_loss
@@ -119,10 +120,14 @@ def test_orientation_follows_the_image_rotation():
     assert abs(turned - math.pi / 2) < 0.1  # +x rotates to +y (down) in image coordinates
 
 
+# Frames (log2 scale, orientation) of keypoints that do not change between the images.
+SAME_FRAMES = torch.zeros(3, 2)
+
+
 def test_candidates_carry_mutuality_and_ratios():
     desc0 = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0, 0.0], [0.9, 0.1, 0.0]]), dim=1)
     desc1 = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]), dim=1)
-    candidates = propose_candidates(desc0, desc1)
+    candidates = propose_candidates(desc0, desc1, SAME_FRAMES[:2], SAME_FRAMES[:2])
     assert candidates.index1.tolist() == [0, 0]
     mutual = candidates.features[:, -1]
     assert mutual.tolist() == [1.0, 0.0]
@@ -133,13 +138,30 @@ def test_candidates_carry_mutuality_and_ratios():
 def test_both_ways_adds_the_proposals_of_image_1_that_image_0_did_not_make():
     desc0 = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.1]]), dim=1)
     desc1 = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.8, 0.6], [0.0, 0.6, 0.8]]), dim=1)
-    one_way = propose_candidates(desc0, desc1)
-    both = propose_candidates(desc0, desc1, both_ways=True)
+    one_way = propose_candidates(desc0, desc1, SAME_FRAMES[:2], SAME_FRAMES)
+    both = propose_candidates(desc0, desc1, SAME_FRAMES[:2], SAME_FRAMES, both_ways=True)
     assert list(zip(one_way.index0.tolist(), one_way.index1.tolist())) == [(0, 0), (1, 1)]
     # Keypoint 2 of image 1 proposes keypoint 1 of image 0, whose own choice is keypoint 1: a new, non-mutual pair.
     assert list(zip(both.index0.tolist(), both.index1.tolist())) == [(0, 0), (1, 1), (1, 2)]
     assert both.features[:, -1].tolist() == [1.0, 1.0, 0.0]
-    assert both.features.shape == (3, 3 + 6)
+    assert both.features.shape == (3, 3 + 3 + 6)
+
+
+def test_candidates_off_the_pairs_scale_change_and_rotation_are_flagged():
+    # Four mutual candidates (identity descriptors): three agree on "twice as large, turned by 75 degrees".
+    desc = torch.eye(4)
+    scales0, angles0 = torch.tensor([1.0, 2.0, 4.0, 2.0]), torch.tensor([0.0, 1.0, -2.0, 0.5])
+    scales1 = torch.tensor([2.0, 4.0, 8.0, 16.0])
+    angles1 = angles0 + torch.tensor([1.0, 1.0, 1.0, -1.0]) * math.radians(75)
+    candidates = propose_candidates(desc, desc, keypoint_frames(scales0, angles0), keypoint_frames(scales1, angles1))
+    scale_deviation, rotation_deviation, upright = candidates.features[:, 4:7].T
+    assert scale_deviation.tolist() == pytest.approx([0, 0, 0, 2])  # octaves
+    assert rotation_deviation[:3].max() < 0.03 and rotation_deviation[3] > 0.8  # in units of pi
+    assert upright.tolist() == [0, 0, 0, 0]
+    zero = torch.zeros(4)
+    assert propose_candidates(desc, desc, keypoint_frames(scales0, zero), keypoint_frames(scales1, zero)).features[
+        :, 6
+    ].tolist() == [1, 1, 1, 1]
 
 
 def test_localisation_terms_reward_a_sharp_peak_on_the_positive_cell():

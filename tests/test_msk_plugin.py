@@ -11,7 +11,13 @@ from colmap_plugin.keypoints import colmap_to_pixel
 from colmap_plugin.matchers import create_matcher
 from msk.detector import detect
 from msk.visualize import show_keypoints, synthetic_scene
-from msk.weights import load_detector
+from msk.weights import (
+    DESCRIPTOR_WEIGHTS,
+    DETECTOR_WEIGHTS,
+    MATCH_DECISION_WEIGHTS,
+    load_detector,
+    weights_fingerprint,
+)
 
 # Rotation by 15 degrees, zoom 0.8 and a shift: a viewpoint change SfM photos often show.
 ANGLE, ZOOM = np.deg2rad(15), 0.8
@@ -67,3 +73,12 @@ def test_detected_scales_grow_with_the_blobs_of_the_synthetic_scene():
             assert len(near), f"no keypoint on the blob of sigma {blob_sigma} at ({x:.0f}, {y:.0f})"
             scales.append(sigma[near[0]])
         assert np.all(np.diff(scales) > 0), scales
+
+
+def test_feature_and_match_stores_know_which_weights_made_them(tmp_path):
+    identity = create_extractor("msk").identity()
+    assert identity["weights"] == weights_fingerprint(DETECTOR_WEIGHTS, DESCRIPTOR_WEIGHTS)
+    retrained = tmp_path / "detector.pt"
+    retrained.write_bytes(DETECTOR_WEIGHTS.read_bytes() + b"\0")
+    assert weights_fingerprint(retrained, DESCRIPTOR_WEIGHTS) != identity["weights"]
+    assert create_matcher("learned").identity()["weights"] == weights_fingerprint(MATCH_DECISION_WEIGHTS)

@@ -25,10 +25,18 @@ from tqdm import tqdm
 from colmap_plugin.images import read_image
 from colmap_plugin.matchers import descriptors_to_tensor
 from msk.data.build import BuildConf, default_work_dir
+from msk.data.patches import keypoint_orientation, keypoint_scale
 from msk.data.scenes import discover_scenes
 from msk.data.sfm import load_tracks, reconstruct
 from msk.descriptor import describe_keypoints
-from msk.match_decision import MatchDecisionConf, MatchDecisionNet, propose_candidates
+from msk.match_decision import (
+    NUM_CONSISTENCY_FEATURES,
+    NUM_DISTANCE_FEATURES,
+    MatchDecisionConf,
+    MatchDecisionNet,
+    keypoint_frames,
+    propose_candidates,
+)
 from msk.weights import DESCRIPTOR_WEIGHTS, MATCH_DECISION_WEIGHTS, load_descriptor
 
 from .common import save_checkpoint, seed_everything
@@ -41,6 +49,7 @@ class MatcherTrainConf:
     max_keypoints: int = 4096  # per image, a random subset, as a capped extractor would give
     max_images_per_scene: int = 12
     cross_scene_pairs: int = 2  # non-overlapping pairs per image, with images of other scenes
+    upright_pairs: float = 0.2  # share of pairs seen without orientations, as upright extraction gives
     epochs: int = 30
     batch_size: int = 4096
     learning_rate: float = 3e-3
@@ -53,6 +62,7 @@ class ImageKeypoints:
     scene: str
     descriptors: torch.Tensor  # (K, D) MSK, L2-normalised
     sift: torch.Tensor  # (K, 128) COLMAP's SIFT descriptors, L2-normalised
+    frames: torch.Tensor  # (K, 2) log2 scale and orientation (msk.match_decision.keypoint_frames)
     point: np.ndarray  # (K,) int64 global 3D point id, -1 if none
 
 
@@ -60,7 +70,7 @@ class ImageKeypoints:
 class CandidateSet:
     """Candidates of many image pairs. C: MSK candidates, C': SIFT candidates of the same pairs."""
 
-    features: torch.Tensor  # (C, D + 6) network input
+    features: torch.Tensor  # (C, D + 3 + 6) network input
     label: torch.Tensor  # (C,) 1, 0 or UNKNOWN
     pair: np.ndarray  # (C,) index of the image pair
     cross_pairs: np.ndarray  # indices of the pairs whose images come from different scenes
@@ -86,9 +96,13 @@ def _describe_scene(
         msk = describe_keypoints(descriptor, read_image(scene.image_dir / name).gray, keypoints[subset])
         sift = database.read_descriptors(ids[name]).data[subset]
         track = tracks.keypoint_track[index][subset]
+        frames = keypoint_frames(
+            torch.from_numpy(keypoint_scale(keypoints[subset])),
+            torch.from_numpy(keypoint_orientation(keypoints[subset])),
+        )
         images.append(
             ImageKeypoints(
-                scene.name, msk, descriptors_to_tensor(sift), np.where(track >= 0, track + point_base, UNKNOWN)
+                scene.name, msk, descriptors_to_tensor(sift), frames, np.where(track >= 0, track + point_base, UNKNOWN)
             )
         )
     database.close()
@@ -127,8 +141,11 @@ def collect_candidates(images: list[ImageKeypoints], conf: MatcherTrainConf, rng
     for pair_id, (i, j) in enumerate(tqdm(pairs, desc="candidates", unit="pair")):
         a, b = images[i], images[j]
         cross = a.scene != b.scene
-        msk = propose_candidates(a.descriptors, b.descriptors)
-        sift = propose_candidates(a.sift, b.sift)
+        frames = (a.frames, b.frames)
+        if rng.random() < conf.upright_pairs:
+            frames = tuple(torch.stack([f[:, 0], torch.zeros(len(f))], dim=1) for f in frames)
+        msk = propose_candidates(a.descriptors, b.descriptors, *frames)
+        sift = propose_candidates(a.sift, b.sift, *frames)
         features.append(msk.features)
         labels.append(_labels(a.point, b.point, msk.index1.numpy(), cross))
         pair_ids.append(np.full(len(msk.index0), pair_id))
@@ -191,7 +208,9 @@ def train_matcher(
 
     known = train.label != UNKNOWN
     x, y = train.features[known], train.label[known].float()
-    model = MatchDecisionNet(MatchDecisionConf(descriptor_dim=x.shape[1] - 6))
+    model = MatchDecisionNet(
+        MatchDecisionConf(descriptor_dim=x.shape[1] - NUM_CONSISTENCY_FEATURES - NUM_DISTANCE_FEATURES)
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=conf.learning_rate)
     positive_weight = (y == 0).sum() / (y == 1).sum().clamp(min=1)
     loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=positive_weight)

@@ -1,0 +1,58 @@
+"""Seconds per stage of `msk` extraction on the first 3 fountain images (1536x1024), at a keypoint budget.
+
+    .venv/bin/python scripts/extraction_stages.py 8192
+
+Stages: detection (forward pass, suppression, cap), position refinement, orientation, cutting the
+descriptor patches, the descriptor network. Means over the images, 2 threads.
+"""
+
+import sys
+import time
+import zlib  # noqa: F401  (before pycolmap: see colmap_plugin/__init__.py)
+
+import numpy as np
+import torch
+
+from colmap_plugin.datasets import datasets_root
+from colmap_plugin.images import list_images, read_image
+from colmap_plugin.keypoints import affine_keypoints, pixel_to_colmap
+from msk.data.patches import PatchConf, crop_patches, oriented_lafs
+from msk.detector import DetectionConf, detect
+from msk.orientation import dominant_orientation
+from msk.refinement import refine_to_blob_centres
+from msk.weights import load_descriptor, load_detector
+
+
+@torch.inference_mode()
+def main(max_keypoints: int) -> None:
+    torch.set_num_threads(2)
+    detector, descriptor = load_detector(), load_descriptor()
+    image_dir = datasets_root() / "eval" / "fountain-P11" / "images"
+    seconds: dict[str, list[float]] = {}
+
+    def timed(stage: str, run):
+        start = time.perf_counter()
+        result = run()
+        seconds.setdefault(stage, []).append(time.perf_counter() - start)
+        return result
+
+    for name in list_images(image_dir)[:3]:
+        image = read_image(image_dir / name, 1600).gray
+        tensor = torch.from_numpy(image).float().div(255)[None, None]
+        found = timed("detection", lambda: detect(detector, tensor, DetectionConf(max_keypoints=max_keypoints)))
+        xy = pixel_to_colmap(found["xy"].numpy()).astype(np.float32)
+        sigma = found["sigma"].numpy().astype(np.float32)
+        xy = timed("refinement", lambda: refine_to_blob_centres(image, xy, sigma))
+        angle = timed("orientation", lambda: dominant_orientation(image, xy, sigma))
+        patch = PatchConf()
+        lafs = oriented_lafs(affine_keypoints(xy, sigma, angle), patch.window)
+        patches = timed("patch cutting", lambda: crop_patches(image, lafs, patch.patch_size))
+        batch = torch.from_numpy(patches).float().div(255)[:, None].contiguous(memory_format=torch.channels_last)
+        timed("descriptor network", lambda: descriptor(batch))
+    print(f"{max_keypoints} keypoints, {image.shape[1]}x{image.shape[0]}")
+    for stage, values in seconds.items():
+        print(f"{stage:20s} {np.mean(values):.3f} s")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 4096)
