@@ -20,10 +20,26 @@ def similarity_to_distance(similarity: torch.Tensor) -> torch.Tensor:
     return (2 - 2 * similarity).clamp(min=0).sqrt()
 
 
-def two_nearest(desc0: torch.Tensor, desc1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Similarities (N, k) and indices (N, k) of the k <= 2 most similar rows of desc1."""
+SHORTLIST = 4  # bfloat16 neighbours re-scored exactly in float32
+BFLOAT16_MIN_KEYPOINTS = 4096  # below it the float32 product is about as fast, and slower matching is cheap
+
+
+def two_nearest(desc0: torch.Tensor, desc1: torch.Tensor, bfloat16: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Similarities (N, k) and indices (N, k) of the k <= 2 most similar rows of desc1.
+
+    With `bfloat16` (and both sides at least BFLOAT16_MIN_KEYPOINTS), the similarity matrix is
+    computed in bfloat16 only to shortlist each row's best SHORTLIST, whose similarities are then
+    computed exactly: 1.8x faster for ~11,000 keypoints a side on a CPU with native bfloat16; the
+    nearest neighbour changes only for near ties (0.13% of them; scripts/bfloat16_agreement.py).
+    """
     # One matmul per direction and a row-wise top-k: top-k along columns is slower than the matmul.
-    return (desc0 @ desc1.T).topk(min(2, len(desc1)), dim=1)
+    k = min(2, len(desc1))
+    if not bfloat16 or min(len(desc0), len(desc1)) < BFLOAT16_MIN_KEYPOINTS:
+        return (desc0 @ desc1.T).topk(k, dim=1)
+    shortlist = (desc0.bfloat16() @ desc1.bfloat16().T).topk(min(SHORTLIST, len(desc1)), dim=1).indices
+    exact = torch.einsum("nd,nkd->nk", desc0, desc1[shortlist])
+    similarity, order = exact.topk(k, dim=1)
+    return similarity, shortlist.gather(1, order)
 
 
 @torch.inference_mode()

@@ -8,7 +8,7 @@ from colmap_plugin.keypoints import affine_keypoints, pixel_to_colmap
 from colmap_plugin.matchers import Matcher, descriptors_to_tensor
 from colmap_plugin.sift import SiftExtractor
 
-from .descriptor import describe_keypoints
+from .descriptor import describe_keypoints, native_bfloat16
 from .detector import DetectionConf, detect
 from .match_decision import keypoint_frames, propose_candidates
 from .orientation import dominant_orientation
@@ -24,16 +24,23 @@ from .weights import (
 )
 
 
+def resolve_bfloat16(option: bool | None) -> bool:
+    """The descriptor precision option: None means bfloat16 where the CPU has it natively."""
+    return native_bfloat16() if option is None else bool(option)
+
+
 class SiftMskExtractor(Extractor):
     """SIFT keypoints (COLMAP's), MSK descriptors; matched by the learned match decision."""
 
     name = "sift+msk"
-    default_conf = {"max_keypoints": 8192, "num_threads": -1, "upright": False}
+    # bfloat16: None = where the CPU has it natively (msk.descriptor.native_bfloat16), resolved at creation.
+    default_conf = {"max_keypoints": 8192, "num_threads": -1, "upright": False, "bfloat16": None}
     default_matcher = "learned"
 
     def __init__(self, **conf):
         super().__init__(**conf)
-        self.sift = SiftExtractor(**self.conf)
+        self.conf["bfloat16"] = resolve_bfloat16(self.conf["bfloat16"])
+        self.sift = SiftExtractor(**{k: v for k, v in self.conf.items() if k in SiftExtractor.default_conf})
         self.descriptor = load_descriptor()
 
     def identity(self) -> dict:
@@ -42,7 +49,9 @@ class SiftMskExtractor(Extractor):
     def extract(self, image: np.ndarray) -> Features:
         features = self.sift.extract(image)
         keypoints = affine_keypoints(features.keypoints, features.scales, features.orientations)
-        features.descriptors = describe_keypoints(self.descriptor, image, keypoints).numpy()
+        features.descriptors = describe_keypoints(
+            self.descriptor, image, keypoints, bfloat16=self.conf["bfloat16"]
+        ).numpy()
         return features
 
 
@@ -51,11 +60,12 @@ class MskExtractor(Extractor):
 
     name = "msk"
     # refine_positions: move detections to the LoG extremum at their scale (msk.refinement).
-    default_conf = {"max_keypoints": 4096, "upright": False, "refine_positions": True}
+    default_conf = {"max_keypoints": 8192, "upright": False, "refine_positions": True, "bfloat16": None}
     default_matcher = "learned"
 
     def __init__(self, **conf):
         super().__init__(**conf)
+        self.conf["bfloat16"] = resolve_bfloat16(self.conf["bfloat16"])
         self.detector = load_detector()
         self.descriptor = load_descriptor()
 
@@ -73,7 +83,9 @@ class MskExtractor(Extractor):
         orientations = (
             np.zeros(len(xy), np.float32) if self.conf["upright"] else dominant_orientation(image, xy, scales)
         )
-        descriptors = describe_keypoints(self.descriptor, image, affine_keypoints(xy, scales, orientations))
+        descriptors = describe_keypoints(
+            self.descriptor, image, affine_keypoints(xy, scales, orientations), bfloat16=self.conf["bfloat16"]
+        )
         return Features(xy, scales, orientations, detections["score"].numpy().astype(np.float32), descriptors.numpy())
 
 
@@ -81,11 +93,13 @@ class LearnedMatcher(Matcher):
     """Nearest-neighbour candidates kept when the match-decision network accepts them."""
 
     name = "learned"
-    # threshold None: the one chosen at training time; both_ways: image 1's keypoints propose candidates too.
-    default_conf = {"threshold": None, "both_ways": True}
+    # threshold None: the one chosen at training time; both_ways: image 1's keypoints propose candidates too;
+    # bfloat16: shortlist neighbours in bfloat16 (None: where the CPU has it natively).
+    default_conf = {"threshold": None, "both_ways": True, "bfloat16": None}
 
     def __init__(self, **conf):
         super().__init__(**conf)
+        self.conf["bfloat16"] = resolve_bfloat16(self.conf["bfloat16"])
         self.network, meta = load_match_decision()
         self.threshold = self.conf["threshold"] if self.conf["threshold"] is not None else meta["threshold"]
 
@@ -104,6 +118,7 @@ class LearnedMatcher(Matcher):
                 for f in (features0, features1)
             ),
             both_ways=self.conf["both_ways"],
+            bfloat16=self.conf["bfloat16"],
         )
         probability = torch.sigmoid(self.network(candidates.features))
         keep = probability > self.threshold

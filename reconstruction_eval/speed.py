@@ -53,8 +53,8 @@ def _plugin(method: str, max_size: int, max_keypoints: int | None):
 
 
 def _describe_time(path: Path, conf: SpeedConf) -> float:
-    """Seconds to describe `describe_count` SIFT keypoints of the image with the MSK descriptor."""
-    from msk.descriptor import describe_keypoints
+    """Seconds to describe `describe_count` SIFT keypoints of the image with the MSK descriptor, as extractors do."""
+    from msk.descriptor import describe_keypoints, native_bfloat16
     from msk.weights import load_descriptor
 
     image = read_image(path, conf.max_size).gray
@@ -63,7 +63,7 @@ def _describe_time(path: Path, conf: SpeedConf) -> float:
     keypoints = affine_keypoints(sift.keypoints[keep], sift.scales[keep], sift.orientations[keep])
     model = load_descriptor()
     start = time.perf_counter()
-    describe_keypoints(model, image, keypoints)
+    describe_keypoints(model, image, keypoints, bfloat16=native_bfloat16())
     return time.perf_counter() - start
 
 

@@ -4,7 +4,13 @@ import numpy as np
 import torch
 from test_database import random_features
 
-from colmap_plugin.matchers import create_matcher, descriptors_to_tensor, nearest_neighbour_match
+from colmap_plugin.matchers import (
+    BFLOAT16_MIN_KEYPOINTS,
+    create_matcher,
+    descriptors_to_tensor,
+    nearest_neighbour_match,
+    two_nearest,
+)
 
 
 def test_mutual_nearest_neighbours_recover_a_permutation():
@@ -40,3 +46,18 @@ def test_matchers_accept_sift_descriptors():
     for name in ("mnn", "ratio"):
         matches, _ = create_matcher(name).match(features, features)
         assert np.array_equal(matches[:, 0], matches[:, 1]) and len(matches) == 30
+
+
+def test_bfloat16_shortlist_finds_the_same_nearest_neighbours_with_exact_similarities():
+    generator = torch.Generator().manual_seed(0)
+    desc0, desc1 = (
+        torch.nn.functional.normalize(torch.randn(n, 64, generator=generator), dim=1)
+        for n in (BFLOAT16_MIN_KEYPOINTS, BFLOAT16_MIN_KEYPOINTS + 100)
+    )
+    exact_similarity, exact_index = two_nearest(desc0, desc1)
+    similarity, index = two_nearest(desc0, desc1, bfloat16=True)
+    assert (index[:, 0] == exact_index[:, 0]).float().mean() > 0.99
+    # Whatever was shortlisted is scored in float32, in order.
+    assert torch.allclose(similarity, (desc0[:, None] * desc1[index]).sum(dim=-1), atol=1e-6)
+    assert (similarity[:, 0] >= similarity[:, 1]).all()
+    assert (similarity[:, 0] - exact_similarity[:, 0]).abs().max() < 0.01

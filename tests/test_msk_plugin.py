@@ -7,14 +7,16 @@ from kornia.geometry.transform import warp_perspective
 
 from colmap_plugin.features import create_extractor
 from colmap_plugin.images import read_image
-from colmap_plugin.keypoints import colmap_to_pixel
+from colmap_plugin.keypoints import affine_keypoints, colmap_to_pixel
 from colmap_plugin.matchers import create_matcher
+from msk.descriptor import describe_keypoints, native_bfloat16
 from msk.detector import detect
 from msk.visualize import show_keypoints, synthetic_scene
 from msk.weights import (
     DESCRIPTOR_WEIGHTS,
     DETECTOR_WEIGHTS,
     MATCH_DECISION_WEIGHTS,
+    load_descriptor,
     load_detector,
     weights_fingerprint,
 )
@@ -82,3 +84,19 @@ def test_feature_and_match_stores_know_which_weights_made_them(tmp_path):
     retrained.write_bytes(DETECTOR_WEIGHTS.read_bytes() + b"\0")
     assert weights_fingerprint(retrained, DESCRIPTOR_WEIGHTS) != identity["weights"]
     assert create_matcher("learned").identity()["weights"] == weights_fingerprint(MATCH_DECISION_WEIGHTS)
+
+
+def test_bfloat16_descriptors_agree_with_float32_ones(warped_pair):
+    image, _ = warped_pair
+    found = create_extractor("sift", max_keypoints=512).extract(image)
+    keypoints = affine_keypoints(found.keypoints, found.scales, found.orientations)
+    model = load_descriptor()
+    exact = describe_keypoints(model, image, keypoints)
+    fast = describe_keypoints(model, image, keypoints, bfloat16=True)
+    assert fast.dtype == torch.float32 and fast.norm(dim=1).sub(1).abs().max() < 1e-5
+    assert (exact * fast).sum(dim=1).min() > 0.999
+
+
+def test_descriptor_precision_is_resolved_and_recorded():
+    assert create_extractor("msk").identity()["bfloat16"] == native_bfloat16()
+    assert create_extractor("sift+msk", bfloat16=False).identity()["bfloat16"] is False
