@@ -25,7 +25,7 @@ from .weights import (
 
 
 def resolve_bfloat16(option: bool | None) -> bool:
-    """The descriptor precision option: None means bfloat16 where the CPU has it natively."""
+    """The `bfloat16` option of the MSK extractors and matcher: None means where the CPU has it natively."""
     return native_bfloat16() if option is None else bool(option)
 
 
