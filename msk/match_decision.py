@@ -69,10 +69,11 @@ def propose_candidates(
     nearest0 = two_nearest(desc0, desc1, bfloat16)  # similarities and indices (N, k)
     nearest1 = two_nearest(desc1, desc0, bfloat16)  # (M, k)
     upright = not (frames0[:, 1].any() or frames1[:, 1].any())
-    forward = _proposals(desc0, desc1, nearest0, nearest1, frames0, frames1, upright)
+    forward, consensus = _proposals(desc0, desc1, nearest0, nearest1, frames0, frames1, upright)
     if not both_ways:
         return forward
-    backward = _proposals(desc1, desc0, nearest1, nearest0, frames1, frames0, upright)
+    # Image 1's view of the same pair: the opposite scale change and rotation.
+    backward, _ = _proposals(desc1, desc0, nearest1, nearest0, frames1, frames0, upright, -consensus)
     new = backward.features[:, -1] == 0
     return Candidates(
         torch.cat([forward.index0, backward.index1[new]]),
@@ -89,8 +90,12 @@ def _proposals(
     frames0: torch.Tensor,
     frames1: torch.Tensor,
     upright: bool,
-) -> Candidates:
-    """Image 0's nearest-neighbour proposals, given both sides' two nearest neighbours."""
+    consensus: torch.Tensor | None = None,
+) -> tuple[Candidates, torch.Tensor]:
+    """Image 0's nearest-neighbour proposals, given both sides' two nearest neighbours, and the pair's consensus.
+
+    consensus: (2,) scale change and rotation from image 0 to image 1; None: read from these proposals.
+    """
     (similarity0, neighbours0), (similarity1, neighbours1) = nearest0, nearest1
     index0 = torch.arange(len(desc0))
     index1 = neighbours0[:, 0]
@@ -106,26 +111,36 @@ def _proposals(
     ratio0 = distance / similarity_to_distance(second0).clamp(min=1e-6)
     ratio1 = distance / similarity_to_distance(rival1).clamp(min=1e-6)
     scalars = torch.stack([best, second0, rival1, ratio0.clamp(max=2), ratio1.clamp(max=2), mutual.float()], dim=1)
-    consistency = consistency_features(frames1[index1] - frames0, mutual, upright)
+    change = frames1[index1] - frames0
+    if consensus is None:
+        consensus = pair_consensus(change, mutual)
+    consistency = consistency_features(change, consensus, upright)
     features = torch.cat([desc0 * desc1[index1], consistency, scalars], dim=1)
-    return Candidates(index0, index1, features)
+    return Candidates(index0, index1, features), consensus
 
 
-def consistency_features(change: torch.Tensor, mutual: torch.Tensor, upright: bool) -> torch.Tensor:
-    """(N, 3) features of candidates whose frames change by `change` (N, 2) = (log2 scale ratio, rotation).
+def pair_consensus(change: torch.Tensor, mutual: torch.Tensor) -> torch.Tensor:
+    """(2,) scale change and rotation most of a pair's candidates agree on, from changes (N, 2) and mutual flags (N,).
 
-    The pair's consensus is read from its mutual candidates (all candidates if none is mutual):
-    the median scale change and the most common rotation (mode of a 36-bin histogram, smoothed).
-    Features: |scale change - consensus| in octaves (at most 4), |rotation - consensus| / pi, and
-    1 when neither image has orientations (upright keypoints: rotation says nothing).
+    Read from the mutual candidates (all if none is): the median log2 scale ratio and the most
+    common rotation (centre of the fullest bin of a 36-bin histogram, smoothed).
     """
     voters = change[mutual] if mutual.any() else change
-    scale_deviation = (change[:, 0] - voters[:, 0].median()).abs().clamp(max=MAX_SCALE_DEVIATION)
     bins = ((voters[:, 1] % (2 * math.pi)) / (2 * math.pi) * ROTATION_BINS).long().clamp(0, ROTATION_BINS - 1)
     histogram = torch.bincount(bins, minlength=ROTATION_BINS).float()
     histogram = F.conv1d(F.pad(histogram[None, None], (1, 1), mode="circular"), SMOOTHING)[0, 0]
     rotation = (histogram.argmax().float() + 0.5) * (2 * math.pi / ROTATION_BINS)
-    rotation_deviation = torch.remainder(change[:, 1] - rotation + math.pi, 2 * math.pi) - math.pi
+    return torch.stack([voters[:, 0].median(), rotation])
+
+
+def consistency_features(change: torch.Tensor, consensus: torch.Tensor, upright: bool) -> torch.Tensor:
+    """(N, 3) features of candidates whose frames change by `change` (N, 2) = (log2 scale ratio, rotation).
+
+    Features: |scale change - consensus| in octaves (at most 4), |rotation - consensus| / pi, and
+    1 when neither image has orientations (upright keypoints: rotation says nothing).
+    """
+    scale_deviation = (change[:, 0] - consensus[0]).abs().clamp(max=MAX_SCALE_DEVIATION)
+    rotation_deviation = torch.remainder(change[:, 1] - consensus[1] + math.pi, 2 * math.pi) - math.pi
     flag = torch.full_like(scale_deviation, float(upright))
     return torch.stack([scale_deviation, rotation_deviation.abs() / math.pi, flag], dim=1)
 

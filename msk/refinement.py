@@ -31,7 +31,7 @@ class RefinementConf:
     # Search-grid spacing and patch pixel, in keypoint scales: as accurate as 1/4 on the homography
     # pairs, with 35% fewer pixels to cut.
     step: float = 1 / 3
-    radius: int = 2  # search +-radius steps around the detection
+    radius: int = 1  # the extremum is searched within +-radius steps, then refined by up to half a step
     kernel_extent: float = 3.0  # the LoG kernel reaches +-3 keypoint scales
 
 
@@ -54,30 +54,39 @@ def refine_to_blob_centres(
 ) -> np.ndarray:
     """Refined COLMAP positions (N, 2) of keypoints at COLMAP xy (N, 2) with scales sigma (N,), grey (H, W) image.
 
-    A keypoint whose LoG extremum lies on the search border keeps the border position (at most
-    `radius * step` scales from where it was detected).
+    A keypoint moves at most (radius + 1/2) steps per axis and stays inside the image. It keeps its
+    position where the LoG is zero at the detection (a flat patch), and along an axis on which the
+    response has no maximum (an edge or a saddle); ties go to the cell nearest the detection.
     """
     if len(xy) == 0:
         return xy
     kernel = log_kernel(conf)
-    size = kernel.shape[-1] + 2 * conf.radius
+    reach = conf.radius + 1  # one more cell on each side for the parabola
+    size = kernel.shape[-1] + 2 * reach
     upright = affine_keypoints(xy, sigma, np.zeros(len(xy), np.float32))
     patches = torch.from_numpy(crop_patches(image, oriented_lafs(upright, size * conf.step), size)).float()
-    response = F.conv2d(patches[:, None], kernel)[:, 0]  # (N, 2r + 1, 2r + 1), centre = the detection
-    centre = conf.radius
+    response = F.conv2d(patches[:, None], kernel)[:, 0]  # (N, 2 reach + 1, 2 reach + 1), centre = the detection
     # The extremum of the detection's own kind: a maximum of |LoG| with the sign found at the centre.
-    response = response * torch.sign(response[:, centre, centre])[:, None, None]
-    inner = response[:, 1:-1, 1:-1].flatten(1).argmax(dim=1)  # keep one cell for the parabola
-    width = 2 * conf.radius - 1
-    row, col = inner // width + 1, inner % width + 1
+    response = response * torch.sign(response[:, reach, reach])[:, None, None]
+    steps = torch.arange(-conf.radius, conf.radius + 1, dtype=torch.float32)
+    distance = steps[:, None] ** 2 + steps[None, :] ** 2
+    searched = response[:, 1:-1, 1:-1]
+    # Among equal responses, the cell nearest the detection wins.
+    best = (searched == searched.amax(dim=(1, 2), keepdim=True)).float() * (1 + distance.max() - distance)
+    cell = best.flatten(1).argmax(dim=1)
+    width = 2 * conf.radius + 1
+    row, col = cell // width + 1, cell % width + 1
     index = torch.arange(len(xy))
 
     def parabola_offset(minus: torch.Tensor, peak: torch.Tensor, plus: torch.Tensor) -> torch.Tensor:
-        curvature = (minus - 2 * peak + plus).clamp(max=-1e-6)
-        return (0.5 * (minus - plus) / curvature).clamp(-0.5, 0.5)
+        curvature = minus - 2 * peak + plus
+        offset = 0.5 * (minus - plus) / curvature.clamp(max=-1e-6)
+        return torch.where(curvature < 0, offset.clamp(-0.5, 0.5), torch.zeros_like(offset))
 
     peak = response[index, row, col]
     dx = parabola_offset(response[index, row, col - 1], peak, response[index, row, col + 1])
     dy = parabola_offset(response[index, row - 1, col], peak, response[index, row + 1, col])
-    offset = torch.stack([col - centre + dx, row - centre + dy], dim=1) * conf.step
-    return (xy + offset.numpy() * sigma[:, None]).astype(xy.dtype)
+    offset = torch.stack([col - reach + dx, row - reach + dy], dim=1) * conf.step
+    refined = xy + offset.numpy() * sigma[:, None]
+    height, width_px = image.shape
+    return np.clip(refined, 0, [width_px, height]).astype(xy.dtype)

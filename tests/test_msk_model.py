@@ -178,3 +178,17 @@ def test_localisation_terms_reward_a_sharp_peak_on_the_positive_cell():
     assert offset_flat.item() < 1e-6 and offset_peaked.item() < 1e-6  # both symmetric about the cell centre
     shifted = xy + torch.tensor([[1.0, 0.0]])  # half a cell to the right: the peak must lean right
     assert localisation_terms(model, peaked, shifted, index, batch)[0].item() > 0.4
+
+
+def test_image_1_proposals_are_judged_against_the_same_consensus_as_image_0s():
+    # Mutual pairs (0, 0) and (1, 1) change scale by 0 and 2 octaves; keypoint 2 of image 1 proposes
+    # keypoint 1 of image 0 (a new pair) at an unchanged scale.
+    desc0 = torch.eye(3)[:2]
+    desc1 = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 1.0, 0.6]]), dim=1)
+    zero = torch.zeros(3)
+    frames0 = keypoint_frames(torch.tensor([1.0, 1.0]), zero[:2] + 0.1)
+    frames1 = keypoint_frames(torch.tensor([1.0, 4.0, 1.0]), zero + 0.1)
+    both = propose_candidates(desc0, desc1, frames0, frames1, both_ways=True)
+    assert list(zip(both.index0.tolist(), both.index1.tolist())) == [(0, 0), (1, 1), (1, 2)]
+    forward_consensus = both.features[0, 3]  # candidate (0, 0) has no scale change: its deviation is the consensus
+    assert both.features[2, 3] == pytest.approx(forward_consensus.item())  # mirrored, not re-read from image 1's side

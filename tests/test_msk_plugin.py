@@ -9,6 +9,7 @@ from colmap_plugin.features import create_extractor
 from colmap_plugin.images import read_image
 from colmap_plugin.keypoints import affine_keypoints, colmap_to_pixel
 from colmap_plugin.matchers import create_matcher
+from colmap_plugin.store import FeatureStore, StoreMismatchError
 from msk.descriptor import describe_keypoints, native_bfloat16
 from msk.detector import detect
 from msk.visualize import show_keypoints, synthetic_scene
@@ -77,12 +78,16 @@ def test_detected_scales_grow_with_the_blobs_of_the_synthetic_scene():
         assert np.all(np.diff(scales) > 0), scales
 
 
-def test_feature_and_match_stores_know_which_weights_made_them(tmp_path):
+def test_a_feature_store_made_with_other_weights_is_refused(tmp_path):
     identity = create_extractor("msk").identity()
     assert identity["weights"] == weights_fingerprint(DETECTOR_WEIGHTS, DESCRIPTOR_WEIGHTS)
+    with FeatureStore(tmp_path / "features.h5", identity):
+        pass
     retrained = tmp_path / "detector.pt"
     retrained.write_bytes(DETECTOR_WEIGHTS.read_bytes() + b"\0")
-    assert weights_fingerprint(retrained, DESCRIPTOR_WEIGHTS) != identity["weights"]
+    other = {**identity, "weights": weights_fingerprint(retrained, DESCRIPTOR_WEIGHTS)}
+    with pytest.raises(StoreMismatchError):
+        FeatureStore(tmp_path / "features.h5", other)
     assert create_matcher("learned").identity()["weights"] == weights_fingerprint(MATCH_DECISION_WEIGHTS)
 
 

@@ -38,3 +38,30 @@ def test_no_detections_refine_to_none():
     image = blob_image(np.array([40.0, 40.0]), True)
     refined = refine_to_blob_centres(image, np.zeros((0, 2), np.float32), np.zeros(0, np.float32))
     assert refined.shape == (0, 2)
+
+
+def test_refinement_reaches_half_a_scale_and_keeps_symmetric_or_flat_positions():
+    conf = RefinementConf()
+    reach = (conf.radius + 0.5) * conf.step * SIGMA
+    centre = np.array([45.3, 38.6])
+    truth = pixel_to_colmap(centre)
+    near_reach = (truth + np.array([[0.9 * reach, 0.0]])).astype(np.float32)
+    refined = refine_to_blob_centres(blob_image(centre, True), near_reach, np.full(1, SIGMA, np.float32), conf)
+    assert np.abs(refined - truth).max() < 0.15
+    # On a straight vertical edge the response does not change along y: the detection keeps its row.
+    edge = np.where(np.arange(96)[None, :] < 48, 60, 200).repeat(80, axis=0).astype(np.uint8)
+    on_edge = np.array([[48.3, 40.5]], np.float32)
+    refined = refine_to_blob_centres(edge, on_edge, np.full(1, SIGMA, np.float32), conf)
+    assert refined[0, 1] == pytest.approx(on_edge[0, 1], abs=1e-4)
+    flat = np.full((80, 96), 128, np.uint8)
+    assert np.array_equal(
+        refine_to_blob_centres(flat, truth[None].astype(np.float32), np.full(1, SIGMA, np.float32)),
+        truth[None].astype(np.float32),
+    )
+
+
+def test_refined_positions_stay_inside_the_image():
+    centre = np.array([0.0, 40.0])  # a blob cut by the left border
+    detection = pixel_to_colmap(centre + np.array([0.5, 0.0]))[None].astype(np.float32)
+    refined = refine_to_blob_centres(blob_image(centre, True), detection, np.full(1, 8.0, np.float32))
+    assert (refined >= 0).all() and (refined <= [96, 80]).all()
