@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .refinement import parabola_vertex
+
 
 @dataclass(frozen=True)
 class DetectorConf:
@@ -233,9 +235,7 @@ def _refine_level(maps: torch.Tensor, level: torch.Tensor, row: torch.Tensor, co
     """
     minus, centre, plus = (maps[(level + step).clamp(0, len(maps) - 1), row, col] for step in (-1, 0, 1))
     inner = (level > 0) & (level < len(maps) - 1) & torch.isfinite(minus) & torch.isfinite(plus)
-    curvature = minus - 2 * centre + plus
-    offset = 0.5 * (minus - plus) / curvature.clamp(max=-1e-6)
-    return torch.where(inner & (curvature < 0), offset, torch.zeros_like(centre)).clamp(-0.5, 0.5)
+    return torch.where(inner, parabola_vertex(minus, centre, plus), torch.zeros_like(centre))
 
 
 def spread_top_k(xy: torch.Tensor, score: torch.Tensor, size: tuple[int, int], k: int, cells: int) -> torch.Tensor:

@@ -16,6 +16,7 @@ from kornia.filters import spatial_gradient
 from colmap_plugin.keypoints import affine_keypoints
 
 from .data.patches import PatchConf, crop_patches, oriented_lafs
+from .refinement import parabola_vertex
 
 NUM_BINS = 36
 # SIFT's orientation region: a Gaussian of 1.5 sigma, read out to 3 of its sigmas (9 sigma across).
@@ -52,7 +53,5 @@ def dominant_orientation(
     left = histogram.gather(1, ((peak - 1) % NUM_BINS)[:, None])[:, 0]
     centre = histogram.gather(1, peak[:, None])[:, 0]
     right = histogram.gather(1, ((peak + 1) % NUM_BINS)[:, None])[:, 0]
-    curvature = left - 2 * centre + right
-    offset = torch.where(curvature < 0, 0.5 * (left - right) / curvature.clamp(max=-1e-9), torch.zeros_like(centre))
-    angle = (peak.float() + 0.5 + offset) / NUM_BINS * 2 * math.pi - math.pi
+    angle = (peak.float() + 0.5 + parabola_vertex(left, centre, right)) / NUM_BINS * 2 * math.pi - math.pi
     return angle.numpy().astype(np.float32)

@@ -1,5 +1,7 @@
 """MSK backends of the COLMAP plugin: `sift+msk` extraction and the `learned` matcher."""
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -24,14 +26,24 @@ from .weights import (
 )
 
 
+class RecordsWeights:
+    """Mixin of MSK components: their identity (kept in the stores) names the weight files they load."""
+
+    weight_files: tuple[Path, ...] = ()
+
+    def identity(self) -> dict:
+        return {**super().identity(), "weights": weights_fingerprint(*self.weight_files)}
+
+
 def resolve_bfloat16(option: bool | None) -> bool:
     """The `bfloat16` option of the MSK extractors and matcher: None means where the CPU has it natively."""
     return native_bfloat16() if option is None else bool(option)
 
 
-class SiftMskExtractor(Extractor):
+class SiftMskExtractor(RecordsWeights, Extractor):
     """SIFT keypoints (COLMAP's), MSK descriptors; matched by the learned match decision."""
 
+    weight_files = (DESCRIPTOR_WEIGHTS,)
     name = "sift+msk"
     # bfloat16: None = where the CPU has it natively (msk.descriptor.native_bfloat16), resolved at creation.
     default_conf = {"max_keypoints": 8192, "num_threads": -1, "upright": False, "bfloat16": None}
@@ -43,9 +55,6 @@ class SiftMskExtractor(Extractor):
         self.sift = SiftExtractor(**{k: v for k, v in self.conf.items() if k in SiftExtractor.default_conf})
         self.descriptor = load_descriptor()
 
-    def identity(self) -> dict:
-        return {**super().identity(), "weights": weights_fingerprint(DESCRIPTOR_WEIGHTS)}
-
     def extract(self, image: np.ndarray) -> Features:
         features = self.sift.extract(image)
         keypoints = affine_keypoints(features.keypoints, features.scales, features.orientations)
@@ -55,9 +64,10 @@ class SiftMskExtractor(Extractor):
         return features
 
 
-class MskExtractor(Extractor):
+class MskExtractor(RecordsWeights, Extractor):
     """The full learned pipeline: MSK detector, blob-centre refinement, gradient orientation, MSK descriptors."""
 
+    weight_files = (DETECTOR_WEIGHTS, DESCRIPTOR_WEIGHTS)
     name = "msk"
     # refine_positions: move detections to the LoG extremum at their scale (msk.refinement).
     default_conf = {"max_keypoints": 8192, "upright": False, "refine_positions": True, "bfloat16": None}
@@ -68,9 +78,6 @@ class MskExtractor(Extractor):
         self.conf["bfloat16"] = resolve_bfloat16(self.conf["bfloat16"])
         self.detector = load_detector()
         self.descriptor = load_descriptor()
-
-    def identity(self) -> dict:
-        return {**super().identity(), "weights": weights_fingerprint(DETECTOR_WEIGHTS, DESCRIPTOR_WEIGHTS)}
 
     @torch.inference_mode()
     def extract(self, image: np.ndarray) -> Features:
@@ -89,9 +96,10 @@ class MskExtractor(Extractor):
         return Features(xy, scales, orientations, detections["score"].numpy().astype(np.float32), descriptors.numpy())
 
 
-class LearnedMatcher(Matcher):
+class LearnedMatcher(RecordsWeights, Matcher):
     """Nearest-neighbour candidates kept when the match-decision network accepts them."""
 
+    weight_files = (MATCH_DECISION_WEIGHTS,)
     name = "learned"
     # threshold None: the one chosen at training time; both_ways: image 1's keypoints propose candidates too;
     # bfloat16: shortlist neighbours in bfloat16 (None: where the CPU has it natively).
@@ -102,9 +110,6 @@ class LearnedMatcher(Matcher):
         self.conf["bfloat16"] = resolve_bfloat16(self.conf["bfloat16"])
         self.network, meta = load_match_decision()
         self.threshold = self.conf["threshold"] if self.conf["threshold"] is not None else meta["threshold"]
-
-    def identity(self) -> dict:
-        return {**super().identity(), "weights": weights_fingerprint(MATCH_DECISION_WEIGHTS)}
 
     @torch.inference_mode()
     def match(self, features0: Features, features1: Features) -> tuple[np.ndarray, np.ndarray]:

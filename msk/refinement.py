@@ -35,6 +35,16 @@ class RefinementConf:
     kernel_extent: float = 3.0  # the LoG kernel reaches +-3 keypoint scales
 
 
+def parabola_vertex(minus: torch.Tensor, centre: torch.Tensor, plus: torch.Tensor) -> torch.Tensor:
+    """Offsets (N,) within [-0.5, 0.5] steps of the vertex of the parabola through three equally spaced samples.
+
+    0 where the samples (N,) each have no maximum (curvature >= 0: an edge, a saddle or a flat run).
+    """
+    curvature = minus - 2 * centre + plus
+    offset = 0.5 * (minus - plus) / curvature.clamp(max=-1e-6)
+    return torch.where(curvature < 0, offset.clamp(-0.5, 0.5), torch.zeros_like(offset))
+
+
 def log_kernel(conf: RefinementConf) -> torch.Tensor:
     """Zero-mean Laplacian-of-Gaussian kernel (1, 1, K, K) of scale 1 sampled every `conf.step`.
 
@@ -77,15 +87,9 @@ def refine_to_blob_centres(
     width = 2 * conf.radius + 1
     row, col = cell // width + 1, cell % width + 1
     index = torch.arange(len(xy))
-
-    def parabola_offset(minus: torch.Tensor, peak: torch.Tensor, plus: torch.Tensor) -> torch.Tensor:
-        curvature = minus - 2 * peak + plus
-        offset = 0.5 * (minus - plus) / curvature.clamp(max=-1e-6)
-        return torch.where(curvature < 0, offset.clamp(-0.5, 0.5), torch.zeros_like(offset))
-
     peak = response[index, row, col]
-    dx = parabola_offset(response[index, row, col - 1], peak, response[index, row, col + 1])
-    dy = parabola_offset(response[index, row - 1, col], peak, response[index, row + 1, col])
+    dx = parabola_vertex(response[index, row, col - 1], peak, response[index, row, col + 1])
+    dy = parabola_vertex(response[index, row - 1, col], peak, response[index, row + 1, col])
     offset = torch.stack([col - reach + dx, row - reach + dy], dim=1) * conf.step
     refined = xy + offset.numpy() * sigma[:, None]
     height, width_px = image.shape

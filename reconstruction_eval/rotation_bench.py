@@ -42,14 +42,7 @@ DEFAULT_VARIANTS = (
 
 @dataclass
 class RotationBenchConf:
-    angles: tuple[float, ...] = (
-        0,
-        15,
-        30,
-        45,
-        90,
-        180,
-    )  # degrees, counter-clockwise on screen
+    angles: tuple[float, ...] = (0, 15, 30, 45, 90, 180)  # degrees, counter-clockwise on screen
     variants: tuple[Variant, ...] = DEFAULT_VARIANTS
     homography: HomographyBenchConf = field(default_factory=HomographyBenchConf)
 
@@ -114,10 +107,7 @@ def bench_rotation(dataset_dir: Path, output_dir: Path, conf: RotationBenchConf 
     for degrees in conf.angles:
         turned = rotated_pairs(pairs, degrees, output_dir / "images" / f"{degrees:g}")
         for variant in conf.variants:
-            print(
-                f"[bench rotation] {variant.label} at {degrees:g} degrees",
-                file=sys.stderr,
-            )
+            print(f"[bench rotation] {variant.label} at {degrees:g} degrees", file=sys.stderr)
             summary, _ = bench_method(variant.method, turned, conf.homography, variant.extractor_conf)
             results[variant.label][f"{degrees:g}"] = {
                 key: summary[key] for key in ("mma3", "correct_matches", "matches", "repeatability")

@@ -54,7 +54,8 @@ def _plugin(method: str, max_size: int, max_keypoints: int | None):
 
 def _describe_time(path: Path, conf: SpeedConf) -> float:
     """Seconds to describe `describe_count` SIFT keypoints of the image with the MSK descriptor, as extractors do."""
-    from msk.descriptor import describe_keypoints, native_bfloat16
+    from msk.descriptor import describe_keypoints
+    from msk.plugin import resolve_bfloat16
     from msk.weights import load_descriptor
 
     image = read_image(path, conf.max_size).gray
@@ -63,7 +64,7 @@ def _describe_time(path: Path, conf: SpeedConf) -> float:
     keypoints = affine_keypoints(sift.keypoints[keep], sift.scales[keep], sift.orientations[keep])
     model = load_descriptor()
     start = time.perf_counter()
-    describe_keypoints(model, image, keypoints, bfloat16=native_bfloat16())
+    describe_keypoints(model, image, keypoints, bfloat16=resolve_bfloat16(None))
     return time.perf_counter() - start
 
 
