@@ -73,6 +73,12 @@ def _add_extraction_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace features of another kind in the database")
 
 
+def _add_workers_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--workers", type=_positive_int, help="images or pairs worked on at once (default: one per CPU core, up to 8)"
+    )
+
+
 def _extraction_conf(args: argparse.Namespace) -> ExtractionConf:
     if not hasattr(pycolmap.CameraModelId, args.camera_model):
         raise UsageError(f"unknown camera model '{args.camera_model}'")
@@ -84,6 +90,7 @@ def _extraction_conf(args: argparse.Namespace) -> ExtractionConf:
         camera_mode=args.camera_mode,
         camera_model=args.camera_model,
         overwrite=args.overwrite,
+        workers=args.workers,
     )
 
 
@@ -108,7 +115,7 @@ def cmd_match(args: argparse.Namespace) -> int:
         raise UsageError(f"feature store not found: {features} (run `msk extract` first)")
     with open_database(database) as db:
         pairs = select_pairs(args.pairs, db)
-    print(match_features(database, features, matches, pairs, MatchingConf(matcher=args.matcher)))
+    print(match_features(database, features, matches, pairs, MatchingConf(matcher=args.matcher, workers=args.workers)))
     return 0
 
 
@@ -129,7 +136,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         Path(args.output),
         _extraction_conf(args),
         args.pairs,
-        MatchingConf(matcher=args.matcher),
+        MatchingConf(matcher=args.matcher, workers=args.workers),
         ReconstructionConf(mapper=args.mapper),
     )
     print(summary)
@@ -147,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--database", required=True)
     extract.add_argument("--features", help="HDF5 feature store (default: features.h5 beside the database)")
     _add_extraction_options(extract)
+    _add_workers_option(extract)
     extract.set_defaults(func=cmd_extract)
 
     match = commands.add_parser("match", help="match image pairs and verify them geometrically")
@@ -154,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     match.add_argument("--features", help="HDF5 feature store (default: features.h5 beside the database)")
     match.add_argument("--matches", help="HDF5 match store (default: matches.h5 beside the database)")
     _add_matching_options(match)
+    _add_workers_option(match)
     match.set_defaults(func=cmd_match)
 
     recon = commands.add_parser("reconstruct", help="build a sparse model from a matched database")
@@ -168,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser.add_argument("--output", required=True, help="folder for database, feature stores and sparse/")
     _add_extraction_options(run_parser)
     _add_matching_options(run_parser)
+    _add_workers_option(run_parser)
     run_parser.add_argument("--mapper", default="incremental", choices=MAPPERS)
     run_parser.set_defaults(func=cmd_run)
 

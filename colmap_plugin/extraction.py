@@ -8,8 +8,12 @@ Features already in the database are kept only if they are this extractor's: ima
 knows must have as many keypoints there, and any other image is extracted first and must
 reproduce the database's features exactly (extraction is deterministic), which lets a rerun
 rebuild a lost or damaged store without touching the database.
+
+Images are extracted by worker threads (colmap_plugin.workers), each with its own extractor, and
+written in folder order by the caller's thread.
 """
 
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +32,7 @@ from .features import Extractor, Features, create_extractor
 from .images import ImageReadError, list_images, read_image
 from .interrupts import deferred_interrupt
 from .store import FeatureStore, remove_store
+from .workers import ordered_map
 
 
 @dataclass
@@ -39,6 +44,7 @@ class ExtractionConf:
     camera_mode: str = "auto"  # auto | single | per-folder | per-image, as in COLMAP
     camera_model: str = "SIMPLE_RADIAL"
     overwrite: bool = False  # replace features of another kind instead of refusing
+    workers: int | None = None  # images extracted at once, one thread each; None: one per CPU core (at most 8)
 
 
 @dataclass
@@ -103,8 +109,8 @@ def extract_features(
     start = time.perf_counter()
     image_dir, database_path, features_path = Path(image_dir), Path(database_path), Path(features_path)
     names = list_images(image_dir)
-    extractor = create_extractor(conf.method, max_keypoints=conf.max_keypoints, upright=conf.upright)
-    identity = {**extractor.identity(), "max_size": conf.max_size}
+    options = {"max_keypoints": conf.max_keypoints, "upright": conf.upright}
+    identity = {**create_extractor(conf.method, **options).identity(), "max_size": conf.max_size}
     # The database first: a locked, foreign or newer one is refused before any file is written.
     with open_database(database_path) as database:
         if conf.overwrite:
@@ -117,14 +123,24 @@ def extract_features(
         # Unproven images first: a database of another kind is refused after one image, not all.
         todo = list(unproven) + [name for name in names if name not in store and name not in unproven]
         summary.already_done = len(names) - len(todo)
+        worker = threading.local()
+
+        def extract(name: str) -> tuple[Features, tuple[int, int]] | ImageReadError:
+            if not hasattr(worker, "extractor"):
+                worker.extractor = create_extractor(conf.method, **options)
+            try:
+                return _extract_image(worker.extractor, image_dir / name, conf.max_size)
+            except ImageReadError as error:
+                return error
+
         # Closed on errors too, so an error message starts on a line of its own.
-        with tqdm(todo, desc=f"extract ({conf.method})", unit="img", disable=not todo) as progress:
-            for name in progress:
-                try:
-                    features, size = _extract_image(extractor, image_dir / name, conf.max_size)
-                except ImageReadError as error:
-                    summary.skip(name, str(error))
+        with tqdm(total=len(todo), desc=f"extract ({conf.method})", unit="img", disable=not todo) as progress:
+            for name, extracted in ordered_map(extract, todo, conf.workers):
+                progress.update()
+                if isinstance(extracted, ImageReadError):
+                    summary.skip(name, str(extracted))
                     continue
+                features, size = extracted
                 with deferred_interrupt():
                     store.write(name, features, size)
                 if name in unproven:

@@ -6,6 +6,9 @@ valid configuration (pycolmap's mapper silently skips UNDEFINED ones). A rerun d
 what is missing; matches the database already holds unchanged keep their verification.
 Matching and verification are deterministic (fixed RANSAC seed), so a resumed run ends with
 the same database as an uninterrupted one.
+
+Pairs are matched by worker threads (colmap_plugin.workers); features are read and results
+written by the caller's thread, in pair order (h5py and the database are not shared across threads).
 """
 
 import tempfile
@@ -13,7 +16,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pycolmap
@@ -25,6 +28,7 @@ from .interrupts import deferred_interrupt
 from .matchers import Matcher, create_matcher
 from .pairs import write_pairs_file
 from .store import FeatureStore, MatchStore
+from .workers import ordered_map
 
 RANSAC_SEED = 0
 
@@ -34,6 +38,7 @@ class MatchingConf:
     matcher: str | None = None  # mnn | ratio; None: the one the extraction method is made for
     matcher_options: dict[str, Any] = field(default_factory=dict)
     feature_cache_size: int = 64  # images kept in memory while walking the pairs
+    workers: int | None = None  # pairs matched at once, one thread each; None: one per CPU core (at most 8)
 
 
 @dataclass
@@ -149,14 +154,23 @@ def _match_pairs(
     ]
     summary.already_done = len(pairs) - len(todo)
     features = _FeatureCache(feature_store, conf.feature_cache_size)
+
+    def with_features(pairs: list[tuple[str, str]]) -> Iterator[tuple[Features, Features]]:
+        for name0, name1 in pairs:  # read by the caller's thread, as ordered_map draws them
+            yield features[name0], features[name1]
+
+    def match(pair: tuple[Features, Features]) -> tuple[np.ndarray, np.ndarray]:
+        return matcher.match(*pair)
+
     # Closed on errors too, so an error message starts on a line of its own.
-    with tqdm(todo, desc=f"match ({matcher.name})", unit="pair", disable=not todo) as progress:
-        for name0, name1 in progress:
-            matches, scores = matcher.match(features[name0], features[name1])
+    with tqdm(total=len(todo), desc=f"match ({matcher.name})", unit="pair", disable=not todo) as progress:
+        matched = ordered_map(match, with_features(todo), conf.workers)
+        for (name0, name1), ((features0, _), (matches, scores)) in zip(todo, matched):
             # Store first, then database: a pair the database holds is always in the store.
             with deferred_interrupt():
-                match_store.write(name0, name1, matches, scores, len(features[name0]))
+                match_store.write(name0, name1, matches, scores, len(features0))
                 _write_database_matches(database, ids[name0], ids[name1], matches)
+            progress.update()
             summary.matched += 1
             summary.num_matches += len(matches)
     return [(name0, name1) for name0, name1 in pairs if not database.exists_two_view_geometry(ids[name0], ids[name1])]

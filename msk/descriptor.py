@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data.patches import PatchConf, crop_patches, oriented_lafs
+from .data.patches import ImagePyramid, PatchConf, crop_patches, oriented_lafs
 
 
 @dataclass(frozen=True)
@@ -87,12 +87,12 @@ def native_bfloat16() -> bool:
 @torch.inference_mode()
 def describe_keypoints(
     model: TripletDescriptor,
-    image: np.ndarray,
+    image: np.ndarray | ImagePyramid,
     keypoints: np.ndarray,
     patch_conf: PatchConf = PatchConf(),
     bfloat16: bool = False,
 ) -> torch.Tensor:
-    """Descriptors (N, D) float32 of COLMAP keypoints (N, 6) in a grey (H, W) uint8 image.
+    """Descriptors (N, D) float32 of COLMAP keypoints (N, 6) in a grey (H, W) uint8 image (or its pyramid).
 
     Patches are cut exactly as the training set cut them (msk.data.patches). `bfloat16` runs the
     network in bfloat16 (only worth it where `native_bfloat16()`): 1.6x faster on 2 cores, and

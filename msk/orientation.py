@@ -15,7 +15,7 @@ from kornia.filters import spatial_gradient
 
 from colmap_plugin.keypoints import affine_keypoints
 
-from .data.patches import PatchConf, crop_patches, oriented_lafs
+from .data.patches import ImagePyramid, PatchConf, crop_patches, oriented_lafs
 from .refinement import parabola_vertex
 
 NUM_BINS = 36
@@ -28,9 +28,9 @@ ORIENTATION_PATCH = PatchConf(patch_size=20, window=9.0)
 
 @torch.inference_mode()
 def dominant_orientation(
-    image: np.ndarray, xy: np.ndarray, sigma: np.ndarray, patch_conf: PatchConf = ORIENTATION_PATCH
+    image: np.ndarray | ImagePyramid, xy: np.ndarray, sigma: np.ndarray, patch_conf: PatchConf = ORIENTATION_PATCH
 ) -> np.ndarray:
-    """Orientations (N,) radians of keypoints at COLMAP xy (N, 2) with scales (N,) in a grey image."""
+    """Orientations (N,) radians of keypoints at COLMAP xy (N, 2) with scales (N,) in a grey image (or its pyramid)."""
     if len(xy) == 0:
         return np.zeros(0, np.float32)
     upright = affine_keypoints(xy, sigma, np.zeros(len(xy), np.float32))

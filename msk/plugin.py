@@ -10,6 +10,7 @@ from colmap_plugin.keypoints import affine_keypoints, pixel_to_colmap
 from colmap_plugin.matchers import Matcher, descriptors_to_tensor
 from colmap_plugin.sift import SiftExtractor
 
+from .data.patches import ImagePyramid
 from .descriptor import describe_keypoints, native_bfloat16
 from .detector import DetectionConf, detect
 from .match_decision import keypoint_frames, propose_candidates
@@ -85,13 +86,14 @@ class MskExtractor(RecordsWeights, Extractor):
         detections = detect(self.detector, tensor, DetectionConf(max_keypoints=self.conf["max_keypoints"]))
         xy = pixel_to_colmap(detections["xy"].numpy()).astype(np.float32)
         scales = detections["sigma"].numpy().astype(np.float32)
+        pyramid = ImagePyramid(image)  # built once for the three patch crops
         if self.conf["refine_positions"]:
-            xy = refine_to_blob_centres(image, xy, scales)
+            xy = refine_to_blob_centres(pyramid, xy, scales)
         orientations = (
-            np.zeros(len(xy), np.float32) if self.conf["upright"] else dominant_orientation(image, xy, scales)
+            np.zeros(len(xy), np.float32) if self.conf["upright"] else dominant_orientation(pyramid, xy, scales)
         )
         descriptors = describe_keypoints(
-            self.descriptor, image, affine_keypoints(xy, scales, orientations), bfloat16=self.conf["bfloat16"]
+            self.descriptor, pyramid, affine_keypoints(xy, scales, orientations), bfloat16=self.conf["bfloat16"]
         )
         return Features(xy, scales, orientations, detections["score"].numpy().astype(np.float32), descriptors.numpy())
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from colmap_plugin.keypoints import affine_keypoints
 
-from .data.patches import crop_patches, oriented_lafs
+from .data.patches import ImagePyramid, crop_patches, oriented_lafs
 
 
 @dataclass(frozen=True)
@@ -60,9 +60,10 @@ def log_kernel(conf: RefinementConf) -> torch.Tensor:
 
 @torch.inference_mode()
 def refine_to_blob_centres(
-    image: np.ndarray, xy: np.ndarray, sigma: np.ndarray, conf: RefinementConf = RefinementConf()
+    image: np.ndarray | ImagePyramid, xy: np.ndarray, sigma: np.ndarray, conf: RefinementConf = RefinementConf()
 ) -> np.ndarray:
-    """Refined COLMAP positions (N, 2) of keypoints at COLMAP xy (N, 2) with scales sigma (N,), grey (H, W) image.
+    """Refined COLMAP positions (N, 2) of keypoints at COLMAP xy (N, 2) with scales sigma (N,), grey (H, W) image
+    (or its pyramid).
 
     A keypoint moves at most (radius + 1/2) steps per axis and stays inside the image. It keeps its
     position where the LoG is zero at the detection (a flat patch), and along an axis on which the

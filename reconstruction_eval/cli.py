@@ -159,6 +159,8 @@ def cmd_bench_speed(args: argparse.Namespace) -> int:
     else:
         for name, row in report["methods"].items():
             extra = f", {row['keypoints_per_image']:.0f} keypoints" if "keypoints_per_image" in row else ""
+            if "folder_seconds_per_image" in row:
+                extra += f"; a folder on all cores: {row['folder_seconds_per_image']:.2f} s per image"
             print(f"{name:12s} {row['seconds_per_image']:.2f} s per image{extra}")
     return 0
 

@@ -76,6 +76,20 @@ def _map(run: MethodRun, image_dir: Path, conf: RunConf) -> None:
     run.seconds["map"] = time.perf_counter() - start
 
 
+def colmap_extract(database: Path, image_dir: Path, max_size: int | None, num_threads: int = -1) -> None:
+    """COLMAP's SIFT extraction of every image of `image_dir` into a new database, as COLMAP runs it."""
+    names = list_images(image_dir)
+    # Importing first numbers the images in name order; the threaded extractor numbers them in
+    # the order its threads finish, which changes pair orientation, RANSAC samples and the model.
+    import_images(database, image_dir, names)
+    extraction = pycolmap.FeatureExtractionOptions()
+    extraction.max_image_size = max_size or -1
+    extraction.num_threads = num_threads
+    pycolmap.extract_features(
+        database, image_dir, names, pycolmap.CameraMode.AUTO, extraction_options=extraction, device=pycolmap.Device.cpu
+    )
+
+
 def run_reference(
     image_dir: Path, output_dir: Path, conf: RunConf = RunConf()
 ) -> tuple[MethodRun, list[tuple[str, str]]]:
@@ -83,21 +97,7 @@ def run_reference(
     run = _fresh_run(REFERENCE, output_dir)
 
     start = time.perf_counter()
-    names = list_images(image_dir)
-    # Importing first numbers the images in name order; the threaded extractor numbers them in
-    # the order its threads finish, which changes pair orientation, RANSAC samples and the model.
-    import_images(run.database, image_dir, names)
-    extraction = pycolmap.FeatureExtractionOptions()
-    extraction.max_image_size = conf.max_size or -1
-    extraction.num_threads = conf.num_threads
-    pycolmap.extract_features(
-        run.database,
-        image_dir,
-        names,
-        pycolmap.CameraMode.AUTO,
-        extraction_options=extraction,
-        device=pycolmap.Device.cpu,
-    )
+    colmap_extract(run.database, image_dir, conf.max_size, conf.num_threads)
     run.seconds["extract"] = time.perf_counter() - start
 
     with open_database(run.database) as database:

@@ -1,12 +1,18 @@
 """`msk bench speed`: extraction time per image, COLMAP's SIFT and plugin methods, in one run.
 
 Every method sees the same images at the same size, one after the other, so machine load
-affects them alike. Times cover decoding, resizing and extraction; COLMAP's SIFT runs
-through `pycolmap.FeatureExtractor` with COLMAP's defaults (CPU, all threads). For methods
-that describe keypoints with MSK, the time to describe exactly `describe_count` SIFT
-keypoints is reported on its own, the figure the descriptor's speed target refers to.
+affects them alike. Two figures per method:
+- `seconds_per_image`: one image at a time, decoding, resizing and extraction, as a caller of
+  the extractor gets them: COLMAP's SIFT through `pycolmap.FeatureExtractor` (CPU; its SIFT
+  uses one thread per image), plugin methods through their extractor (torch on all threads);
+- `folder_seconds_per_image`: the whole folder into a new database, all cores busy: COLMAP's
+  `extract_features` (one image per thread) against `msk extract` (one image per worker),
+  database writes included. This is what extracting a folder costs.
+For methods that describe keypoints with MSK, the time to describe exactly `describe_count`
+SIFT keypoints is reported on its own, the figure the descriptor's speed target refers to.
 """
 
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,9 +21,12 @@ import numpy as np
 import pycolmap
 import torch
 
+from colmap_plugin.extraction import ExtractionConf, extract_features
 from colmap_plugin.features import create_extractor
 from colmap_plugin.images import list_images, read_image
 from colmap_plugin.keypoints import affine_keypoints
+
+from .runs import colmap_extract
 
 REFERENCE = "colmap-sift"
 
@@ -52,6 +61,22 @@ def _plugin(method: str, max_size: int, max_keypoints: int | None):
     return extract
 
 
+def _folder_seconds(method: str | None, paths: list[Path], max_size: int, max_keypoints: int | None) -> float:
+    """Seconds per image to extract the images `paths` as a folder into a new database; method None: COLMAP's."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "images"
+        folder.mkdir()
+        for path in paths:
+            (folder / path.name).symlink_to(path.resolve())
+        start = time.perf_counter()
+        if method is None:
+            colmap_extract(Path(tmp) / "database.db", folder, max_size)
+        else:
+            conf = ExtractionConf(method=method, max_size=max_size, max_keypoints=max_keypoints)
+            extract_features(folder, Path(tmp) / "database.db", Path(tmp) / "features.h5", conf)
+        return (time.perf_counter() - start) / len(paths)
+
+
 def _describe_time(path: Path, conf: SpeedConf) -> float:
     """Seconds to describe `describe_count` SIFT keypoints of the image with the MSK descriptor, as extractors do."""
     from msk.descriptor import describe_keypoints
@@ -75,10 +100,12 @@ def bench_speed(image_dir: Path, methods: list[str], conf: SpeedConf = SpeedConf
     """
     paths = [Path(image_dir) / name for name in list_images(Path(image_dir))[: conf.max_images]]
     runners = {REFERENCE: _colmap_sift(conf.max_size)}
+    folder_runs = {REFERENCE: (None, None)}
     for budget in conf.keypoint_budgets:
         for method in methods:
             label = method if budget is None else f"{method}@{budget}"
             runners[label] = _plugin(method, conf.max_size, budget)
+            folder_runs[label] = (method, budget)
     for run in runners.values():  # warm-up: model loading and first-call allocations are not per-image costs
         run(paths[0])
     results = {}
@@ -93,6 +120,8 @@ def bench_speed(image_dir: Path, methods: list[str], conf: SpeedConf = SpeedConf
                 "seconds_per_image": float(np.mean(seconds)),
                 "keypoints_per_image": float(np.mean(keypoints)),
             }
+    for name, (method, budget) in folder_runs.items():
+        results[name]["folder_seconds_per_image"] = _folder_seconds(method, paths, conf.max_size, budget)
     if any("msk" in method for method in methods):
         results["describe"] = {
             "keypoints": conf.describe_count,

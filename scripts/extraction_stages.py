@@ -1,9 +1,10 @@
 """Seconds per stage of `msk` extraction on the first 3 fountain images (1536x1024), at a keypoint budget.
 
-    .venv/bin/python scripts/extraction_stages.py 8192
+    .venv/bin/python scripts/extraction_stages.py 8192 [THREADS]
 
 Stages: detection (forward pass, suppression, cap), position refinement, orientation, cutting the
-descriptor patches, the descriptor network. Means over the images, 2 threads.
+descriptor patches, the descriptor network (bfloat16 where the CPU has it, as the extractor runs it).
+Means over the images, on THREADS torch threads (default 1: as `msk extract` runs each image).
 """
 
 import sys
@@ -16,16 +17,18 @@ import torch
 from colmap_plugin.datasets import datasets_root
 from colmap_plugin.images import list_images, read_image
 from colmap_plugin.keypoints import affine_keypoints, pixel_to_colmap
-from msk.data.patches import PatchConf, crop_patches, oriented_lafs
+from msk.data.patches import ImagePyramid, PatchConf, crop_patches, oriented_lafs
 from msk.detector import DetectionConf, detect
 from msk.orientation import dominant_orientation
+from msk.plugin import resolve_bfloat16
 from msk.refinement import refine_to_blob_centres
 from msk.weights import load_descriptor, load_detector
 
 
 @torch.inference_mode()
-def main(max_keypoints: int) -> None:
-    torch.set_num_threads(2)
+def main(max_keypoints: int, threads: int) -> None:
+    torch.set_num_threads(threads)
+    bfloat16 = resolve_bfloat16(None)
     detector, descriptor = load_detector(), load_descriptor()
     image_dir = datasets_root() / "eval" / "fountain-P11" / "images"
     seconds: dict[str, list[float]] = {}
@@ -39,20 +42,22 @@ def main(max_keypoints: int) -> None:
     for name in list_images(image_dir)[:3]:
         image = read_image(image_dir / name, 1600).gray
         tensor = torch.from_numpy(image).float().div(255)[None, None]
+        pyramid = ImagePyramid(image)
         found = timed("detection", lambda: detect(detector, tensor, DetectionConf(max_keypoints=max_keypoints)))
         xy = pixel_to_colmap(found["xy"].numpy()).astype(np.float32)
         sigma = found["sigma"].numpy().astype(np.float32)
-        xy = timed("refinement", lambda: refine_to_blob_centres(image, xy, sigma))
-        angle = timed("orientation", lambda: dominant_orientation(image, xy, sigma))
+        xy = timed("refinement", lambda: refine_to_blob_centres(pyramid, xy, sigma))
+        angle = timed("orientation", lambda: dominant_orientation(pyramid, xy, sigma))
         patch = PatchConf()
         lafs = oriented_lafs(affine_keypoints(xy, sigma, angle), patch.window)
-        patches = timed("patch cutting", lambda: crop_patches(image, lafs, patch.patch_size))
+        patches = timed("patch cutting", lambda: crop_patches(pyramid, lafs, patch.patch_size))
         batch = torch.from_numpy(patches).float().div(255)[:, None].contiguous(memory_format=torch.channels_last)
-        timed("descriptor network", lambda: descriptor(batch))
-    print(f"{max_keypoints} keypoints, {image.shape[1]}x{image.shape[0]}")
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16):
+            timed("descriptor network", lambda: descriptor(batch))
+    print(f"{max_keypoints} keypoints, {image.shape[1]}x{image.shape[0]}, {threads} threads, bfloat16 {bfloat16}")
     for stage, values in seconds.items():
         print(f"{stage:20s} {np.mean(values):.3f} s")
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 4096)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 8192, int(sys.argv[2]) if len(sys.argv) > 2 else 1)

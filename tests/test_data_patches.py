@@ -6,7 +6,14 @@ import pytest
 import torch
 from kornia.feature import extract_patches_from_pyramid
 
-from msk.data.patches import crop_patches, keypoint_orientation, keypoint_scale, oriented_lafs, upright_lafs
+from msk.data.patches import (
+    ImagePyramid,
+    crop_patches,
+    keypoint_orientation,
+    keypoint_scale,
+    oriented_lafs,
+    upright_lafs,
+)
 
 PS, WINDOW = 32, 12.0
 
@@ -111,3 +118,26 @@ def test_crop_commutes_with_resizing():
     wrong_error = np.abs(_crop_float(small, wrong) - _crop_float(large, wrong2)).mean()
     assert error < 2.0  # bilinear interpolation of the two samplings (grey levels of 0..255)
     assert wrong_error > 3 * error
+
+
+@pytest.mark.parametrize("patch_size", [20, 32])
+def test_crop_is_kornias_pyramid_crop(patch_size):
+    """The training set was cut with kornia's extract_patches_from_pyramid; crop_patches cuts the same patches,
+    from small keypoints (level 0) to large ones (coarse levels, clamped), inside and across the border."""
+    rng = np.random.default_rng(2)
+    image = np.kron(rng.integers(0, 256, (75, 100)), np.ones((4, 4))).astype(np.uint8)  # 300x400
+    image = (0.5 * image + 0.5 * _render(1, (300, 400))).astype(np.uint8)
+    count = 400
+    xy = rng.uniform([-20, -20], [420, 320], (count, 2))
+    sigma = 2 ** rng.uniform(-1, 6, count)
+    angle = rng.uniform(-np.pi, np.pi, count)
+    frames = sigma[:, None] * np.stack([np.cos(angle), -np.sin(angle), np.sin(angle), np.cos(angle)], axis=1)
+    lafs = oriented_lafs(np.concatenate([xy, frames], axis=1).astype(np.float32), WINDOW)
+    expected = extract_patches_from_pyramid(torch.from_numpy(image).float()[None, None], lafs[None].float(), patch_size)
+    expected = expected[0, :, 0].round().clamp(0, 255).to(torch.uint8).numpy().astype(int)
+    pyramid = ImagePyramid(image)
+    for source in (image, pyramid, pyramid):  # a pyramid serves several crops, also of other sizes
+        crop_patches(pyramid, lafs[:5], 48)
+        difference = np.abs(crop_patches(source, lafs, patch_size).astype(int) - expected)
+        # Float rounding of the sampling positions may move a grey level across .5.
+        assert difference.max() <= 1 and (difference > 0).mean() < 1e-3

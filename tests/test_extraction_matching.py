@@ -10,7 +10,7 @@ from test_database import random_features
 from colmap_plugin.database import image_ids_by_name, import_images, open_database, write_features
 from colmap_plugin.extraction import ExtractionConf, FeatureKindMismatchError, extract_features
 from colmap_plugin.images import list_images
-from colmap_plugin.matching import match_features
+from colmap_plugin.matching import MatchingConf, match_features
 from colmap_plugin.pairs import select_pairs
 from colmap_plugin.store import FeatureStore, StoreMismatchError
 
@@ -107,6 +107,22 @@ def test_features_of_another_kind_are_never_mixed(images, tmp_path):
         images, output / "database.db", output / "features.h5", ExtractionConf(max_size=640, overwrite=True)
     )
     assert len(summary.extracted) == 6
+
+
+def test_results_do_not_depend_on_the_number_of_workers(images, tmp_path):
+    """Each image and pair is worked on by one thread, whatever the number of workers and cores."""
+    snapshots = []
+    for workers in (1, 3):
+        output = tmp_path / f"workers{workers}"
+        conf = ExtractionConf(method="msk", max_size=640, max_keypoints=1024, workers=workers)
+        extract_features(images, output / "database.db", output / "features.h5", conf)
+        with open_database(output / "database.db") as database:
+            pairs = select_pairs("exhaustive", database)
+        matching = MatchingConf(workers=workers)
+        match_features(output / "database.db", output / "features.h5", output / "matches.h5", pairs, matching)
+        snapshots.append(database_snapshot(output / "database.db"))
+    assert snapshots[0] == snapshots[1]
+    assert len(snapshots[0]["keypoints"]) == 6 and len(snapshots[0]["geometries"]) >= 10
 
 
 @pytest.mark.parametrize("method", ["sift", "msk"])
