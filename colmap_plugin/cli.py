@@ -60,7 +60,9 @@ def _existing_database(path: str) -> Path:
 
 
 def _add_extraction_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--method", default="sift", choices=available_methods(), help="feature extractor")
+    parser.add_argument(
+        "--method", default=ExtractionConf.method, choices=available_methods(), help="feature extractor"
+    )
     parser.add_argument(
         "--max-size", type=_positive_int, default=ExtractionConf.max_size, help="long image side for extraction"
     )

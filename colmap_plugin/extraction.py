@@ -37,7 +37,7 @@ from .workers import ordered_map
 
 @dataclass
 class ExtractionConf:
-    method: str = "sift"
+    method: str = "msk"  # msk | sift+msk | sift (colmap_plugin.features.EXTRACTORS)
     max_size: int | None = 1600  # long side in pixels; larger images are shrunk for extraction
     max_keypoints: int | None = None  # None: the backend's default
     upright: bool = False  # no orientation estimates: better matches when no photo is turned in-plane

@@ -10,8 +10,8 @@ from colmap_plugin.keypoints import affine_keypoints, pixel_to_colmap
 from colmap_plugin.matchers import Matcher, descriptors_to_tensor
 from colmap_plugin.sift import SiftExtractor
 
-from .data.patches import ImagePyramid
-from .descriptor import describe_keypoints, native_bfloat16
+from .data.patches import ImagePyramid, PatchConf, crop_patches, oriented_lafs
+from .descriptor import describe_keypoints, describe_patches, native_bfloat16
 from .detector import DetectionConf, detect
 from .match_decision import keypoint_frames, propose_candidates
 from .orientation import dominant_orientation
@@ -86,16 +86,23 @@ class MskExtractor(RecordsWeights, Extractor):
         detections = detect(self.detector, tensor, DetectionConf(max_keypoints=self.conf["max_keypoints"]))
         xy = pixel_to_colmap(detections["xy"].numpy()).astype(np.float32)
         scales = detections["sigma"].numpy().astype(np.float32)
+        scores = detections["score"].numpy().astype(np.float32)
         pyramid = ImagePyramid(image)  # built once for the three patch crops
         if self.conf["refine_positions"]:
             xy = refine_to_blob_centres(pyramid, xy, scales)
         orientations = (
             np.zeros(len(xy), np.float32) if self.conf["upright"] else dominant_orientation(pyramid, xy, scales)
         )
-        descriptors = describe_keypoints(
-            self.descriptor, pyramid, affine_keypoints(xy, scales, orientations), bfloat16=self.conf["bfloat16"]
+        patch = PatchConf()
+        patches = crop_patches(
+            pyramid, oriented_lafs(affine_keypoints(xy, scales, orientations), patch.window), patch.patch_size
         )
-        return Features(xy, scales, orientations, detections["score"].numpy().astype(np.float32), descriptors.numpy())
+        # A patch of a single grey level has nothing to describe: the image is flat all around the
+        # keypoint, which the network's zero padding then finds at the corners of a blank image.
+        informative = patches.max(axis=(1, 2)) > patches.min(axis=(1, 2))
+        descriptors = describe_patches(self.descriptor, patches[informative], bfloat16=self.conf["bfloat16"])
+        keep = (xy[informative], scales[informative], orientations[informative], scores[informative])
+        return Features(*keep, descriptors.numpy())
 
 
 class LearnedMatcher(RecordsWeights, Matcher):

@@ -114,7 +114,7 @@ def test_results_do_not_depend_on_the_number_of_workers(images, tmp_path):
     snapshots = []
     for workers in (1, 3):
         output = tmp_path / f"workers{workers}"
-        conf = ExtractionConf(method="msk", max_size=640, max_keypoints=1024, workers=workers)
+        conf = ExtractionConf(method="msk", max_size=640, max_keypoints=2048, workers=workers)
         extract_features(images, output / "database.db", output / "features.h5", conf)
         with open_database(output / "database.db") as database:
             pairs = select_pairs("exhaustive", database)
