@@ -10,11 +10,12 @@ reproduce the database's features exactly (extraction is deterministic), which l
 rebuild a lost or damaged store without touching the database.
 
 Images are extracted by worker threads (colmap_plugin.workers), each with its own extractor, and
-written in folder order by the caller's thread.
+written in the order of the work list by the caller's thread.
 """
 
 import threading
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,7 +121,8 @@ def extract_features(
     summary = ExtractionSummary()
     with FeatureStore(features_path, identity) as store:
         unproven = _unproven_images(database_path, store, names)
-        # Unproven images first: a database of another kind is refused after one image, not all.
+        # Unproven images first: a database of another kind is refused after the first (and the few the
+        # workers had started), not all.
         todo = list(unproven) + [name for name in names if name not in store and name not in unproven]
         summary.already_done = len(names) - len(todo)
         worker = threading.local()
@@ -134,8 +136,11 @@ def extract_features(
                 return error
 
         # Closed on errors too, so an error message starts on a line of its own.
-        with tqdm(total=len(todo), desc=f"extract ({conf.method})", unit="img", disable=not todo) as progress:
-            for name, extracted in ordered_map(extract, todo, conf.workers):
+        with (
+            tqdm(total=len(todo), desc=f"extract ({conf.method})", unit="img", disable=not todo) as progress,
+            closing(ordered_map(extract, todo, conf.workers)) as extracted_in_order,
+        ):
+            for name, extracted in extracted_in_order:
                 progress.update()
                 if isinstance(extracted, ImageReadError):
                     summary.skip(name, str(extracted))

@@ -23,7 +23,7 @@ def similarity_to_distance(similarity: torch.Tensor) -> torch.Tensor:
 SHORTLIST = 4  # bfloat16 neighbours re-scored exactly in float32
 BFLOAT16_MIN_KEYPOINTS = 4096  # below it the float32 product is about as fast, and slower matching is cheap
 # Rows of the similarity matrix formed at a time: top-k over a block that is still in cache makes
-# the search 1.4x faster for 8,192 keypoints a side (one thread, bfloat16) than over the whole matrix.
+# the search 1.3x faster for 8,192 keypoints a side (one thread, bfloat16) than over the whole matrix.
 ROW_BLOCK = 256
 
 

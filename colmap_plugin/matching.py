@@ -14,6 +14,7 @@ written by the caller's thread, in pair order (h5py and the database are not sha
 import tempfile
 import time
 from collections import OrderedDict
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -163,8 +164,10 @@ def _match_pairs(
         return matcher.match(*pair)
 
     # Closed on errors too, so an error message starts on a line of its own.
-    with tqdm(total=len(todo), desc=f"match ({matcher.name})", unit="pair", disable=not todo) as progress:
-        matched = ordered_map(match, with_features(todo), conf.workers)
+    with (
+        tqdm(total=len(todo), desc=f"match ({matcher.name})", unit="pair", disable=not todo) as progress,
+        closing(ordered_map(match, with_features(todo), conf.workers)) as matched,
+    ):
         for (name0, name1), ((features0, _), (matches, scores)) in zip(todo, matched):
             # Store first, then database: a pair the database holds is always in the store.
             with deferred_interrupt():

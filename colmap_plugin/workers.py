@@ -4,7 +4,8 @@ On the 2-core machine, two workers extract MSK features 1.3x faster than one ima
 two threads (`msk bench speed`, see BENCHMARKS.md): patch cutting, refinement and the small
 networks leave a second thread idle much of the time. One thread per image also makes every
 image's features independent of the number of cores (torch's reductions are not).
-`torch.set_num_threads` holds for the thread that calls it, so the caller's setting is untouched.
+A thread that has not used torch yet takes its thread count from the last `torch.set_num_threads`
+of any thread, so the caller's count is read before the workers set theirs and restored after.
 Results come back in input order, so stores and databases are written in that order by the caller.
 """
 
@@ -31,24 +32,29 @@ def ordered_map(
 ) -> Iterator[tuple[Item, Result]]:
     """(item, function(item)) in the order of `items`, computed by `workers` threads (None: default_workers()).
 
-    At most two items per worker are started ahead of the one being handed back; when the caller
-    stops early (an error, Ctrl-C) the ones not started are cancelled and the running ones finish.
-    An exception raised by `function` is raised here, at its item.
+    Up to two items per worker are submitted, the one being handed back included. `items` is drawn
+    from the caller's thread, as far ahead as that. When the caller stops early (an error, Ctrl-C,
+    closing the generator), items not started are cancelled and those running are waited for (at
+    most one per worker). An exception raised by `function` is raised here, at its item.
     """
     workers = workers or default_workers()
     pending: deque[tuple[Item, Future]] = deque()
     queue = iter(items)
-    with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-        try:
-            while True:
-                for item in queue:
-                    pending.append((item, pool.submit(function, item)))
-                    if len(pending) >= 2 * workers:
-                        break
-                if not pending:
-                    return
-                item, future = pending.popleft()
-                yield item, future.result()
-        finally:
-            for _, future in pending:
-                future.cancel()
+    callers_threads = torch.get_num_threads()
+    try:
+        with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            try:
+                while True:
+                    for item in queue:
+                        pending.append((item, pool.submit(function, item)))
+                        if len(pending) >= 2 * workers:
+                            break
+                    if not pending:
+                        return
+                    item, future = pending.popleft()
+                    yield item, future.result()
+            finally:
+                for _, future in pending:
+                    future.cancel()
+    finally:
+        torch.set_num_threads(callers_threads)

@@ -26,6 +26,10 @@ from .weights import (
     weights_fingerprint,
 )
 
+# Raised whenever the same weights and options give other features or matches, so that stores made
+# before are refused rather than resumed. 2: patches cut by msk.data.patches' own crop, blank ones dropped.
+OUTPUT_VERSION = 2
+
 
 class RecordsWeights:
     """Mixin of MSK components: their identity (kept in the stores) names the weight files they load."""
@@ -33,7 +37,7 @@ class RecordsWeights:
     weight_files: tuple[Path, ...] = ()
 
     def identity(self) -> dict:
-        return {**super().identity(), "weights": weights_fingerprint(*self.weight_files)}
+        return {**super().identity(), "weights": weights_fingerprint(*self.weight_files), "version": OUTPUT_VERSION}
 
 
 def resolve_bfloat16(option: bool | None) -> bool:

@@ -6,12 +6,13 @@ affects them alike. Two figures per method:
   the extractor gets them: COLMAP's SIFT through `pycolmap.FeatureExtractor` (CPU; its SIFT
   uses one thread per image), plugin methods through their extractor (torch on all threads);
 - `folder_seconds_per_image`: the whole folder into a new database, all cores busy: COLMAP's
-  `extract_features` (one image per thread) against `msk extract` (one image per worker),
-  database writes included. This is what extracting a folder costs.
+  `extract_features` (one image per thread) against `msk extract` (one image per worker, a worker
+  per core), database writes and loading the models included. This is what extracting a folder costs.
 For methods that describe keypoints with MSK, the time to describe exactly `describe_count`
 SIFT keypoints is reported on its own, the figure the descriptor's speed target refers to.
 """
 
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -61,20 +62,26 @@ def _plugin(method: str, max_size: int, max_keypoints: int | None):
     return extract
 
 
-def _folder_seconds(method: str | None, paths: list[Path], max_size: int, max_keypoints: int | None) -> float:
-    """Seconds per image to extract the images `paths` as a folder into a new database; method None: COLMAP's."""
+def _folder_seconds(
+    method: str | None, image_dir: Path, names: list[str], max_size: int, max_keypoints: int | None
+) -> float:
+    """Seconds per image to extract the images `names` of `image_dir` as a folder into a new database.
+
+    method None: COLMAP's extraction. Both use every core this process may use.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "images"
-        folder.mkdir()
-        for path in paths:
-            (folder / path.name).symlink_to(path.resolve())
+        for name in names:
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).symlink_to((image_dir / name).resolve())
         start = time.perf_counter()
         if method is None:
             colmap_extract(Path(tmp) / "database.db", folder, max_size)
         else:
-            conf = ExtractionConf(method=method, max_size=max_size, max_keypoints=max_keypoints)
+            workers = len(os.sched_getaffinity(0))
+            conf = ExtractionConf(method=method, max_size=max_size, max_keypoints=max_keypoints, workers=workers)
             extract_features(folder, Path(tmp) / "database.db", Path(tmp) / "features.h5", conf)
-        return (time.perf_counter() - start) / len(paths)
+        return (time.perf_counter() - start) / len(names)
 
 
 def _describe_time(path: Path, conf: SpeedConf) -> float:
@@ -98,7 +105,8 @@ def bench_speed(image_dir: Path, methods: list[str], conf: SpeedConf = SpeedConf
 
     Methods run at each of `conf.keypoint_budgets` are labelled METHOD@BUDGET.
     """
-    paths = [Path(image_dir) / name for name in list_images(Path(image_dir))[: conf.max_images]]
+    names = list_images(Path(image_dir))[: conf.max_images]
+    paths = [Path(image_dir) / name for name in names]
     runners = {REFERENCE: _colmap_sift(conf.max_size)}
     folder_runs = {REFERENCE: (None, None)}
     for budget in conf.keypoint_budgets:
@@ -121,10 +129,12 @@ def bench_speed(image_dir: Path, methods: list[str], conf: SpeedConf = SpeedConf
                 "keypoints_per_image": float(np.mean(keypoints)),
             }
     for name, (method, budget) in folder_runs.items():
-        results[name]["folder_seconds_per_image"] = _folder_seconds(method, paths, conf.max_size, budget)
+        results[name]["folder_seconds_per_image"] = _folder_seconds(
+            method, Path(image_dir), names, conf.max_size, budget
+        )
     if any("msk" in method for method in methods):
         results["describe"] = {
             "keypoints": conf.describe_count,
             "seconds_per_image": float(np.mean([_describe_time(path, conf) for path in paths])),
         }
-    return {"images": [p.name for p in paths], "max_size": conf.max_size, "methods": results}
+    return {"images": names, "max_size": conf.max_size, "methods": results}

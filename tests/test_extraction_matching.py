@@ -42,16 +42,18 @@ def images(tmp_path, synthetic_scene):
     return folder
 
 
-def extract_and_match(images, output):
-    extraction = extract_features(images, output / "database.db", output / "features.h5", ExtractionConf(max_size=640))
+def extract_and_match(images, output, method=ExtractionConf.method):
+    conf = ExtractionConf(method=method, max_size=640)
+    extraction = extract_features(images, output / "database.db", output / "features.h5", conf)
     with open_database(output / "database.db") as database:
         pairs = select_pairs("exhaustive", database)
     matching = match_features(output / "database.db", output / "features.h5", output / "matches.h5", pairs)
     return extraction, matching
 
 
-def test_features_reach_database_and_store(images, tmp_path):
-    extraction, matching = extract_and_match(images, tmp_path / "out")
+@pytest.mark.parametrize("method", ["msk", "sift"])
+def test_features_reach_database_and_store(images, tmp_path, method):
+    extraction, matching = extract_and_match(images, tmp_path / "out", method)
     assert len(extraction.extracted) == 6 and not extraction.skipped
     assert matching.matched == 15 and matching.verified == 15 and matching.num_matches > 0
     with open_database(tmp_path / "out/database.db") as database, FeatureStore(tmp_path / "out/features.h5") as store:
@@ -63,12 +65,13 @@ def test_features_reach_database_and_store(images, tmp_path):
         assert len(database.read_two_view_geometries()[0]) >= 10
 
 
-def test_second_run_does_no_work_and_changes_nothing(images, tmp_path):
+@pytest.mark.parametrize("method", ["msk", "sift"])
+def test_second_run_does_no_work_and_changes_nothing(images, tmp_path, method):
     output = tmp_path / "out"
-    extract_and_match(images, output)
+    extract_and_match(images, output, method)
     before = database_snapshot(output / "database.db")
     digests = {name: file_digest(output / name) for name in ("features.h5", "matches.h5")}
-    extraction, matching = extract_and_match(images, output)
+    extraction, matching = extract_and_match(images, output, method)
     assert extraction.extracted == [] and extraction.already_done == 6
     assert matching.matched == 0 and matching.verified == 0 and matching.already_done == 15
     assert database_snapshot(output / "database.db") == before
@@ -96,15 +99,16 @@ def test_unreadable_images_are_skipped_without_trace(images, tmp_path):
         assert set(image_ids_by_name(database)) == {f"camera000001_frame00000{k}.png" for k in range(6)}
 
 
-def test_features_of_another_kind_are_never_mixed(images, tmp_path):
+@pytest.mark.parametrize("method", ["msk", "sift"])
+def test_features_of_another_kind_are_never_mixed(images, tmp_path, method):
     output = tmp_path / "out"
     import_images(output / "database.db", images, list_images(images))
     with open_database(output / "database.db") as database:  # as if COLMAP had extracted this image
         write_features(database, 1, random_features(10, np.uint8))
     with pytest.raises(FeatureKindMismatchError, match="--overwrite"):
-        extract_features(images, output / "database.db", output / "features.h5", ExtractionConf(max_size=640))
+        extract_features(images, output / "database.db", output / "features.h5", ExtractionConf(method, max_size=640))
     summary = extract_features(
-        images, output / "database.db", output / "features.h5", ExtractionConf(max_size=640, overwrite=True)
+        images, output / "database.db", output / "features.h5", ExtractionConf(method, max_size=640, overwrite=True)
     )
     assert len(summary.extracted) == 6
 

@@ -1,5 +1,7 @@
 """Worker threads hand results back in order, on one torch thread each, and stop cleanly."""
 
+import subprocess
+import sys
 import threading
 import time
 
@@ -22,6 +24,18 @@ def test_workers_run_torch_on_one_thread_and_leave_the_callers_setting():
     seen = [threads for _, threads in ordered_map(lambda _: torch.get_num_threads(), range(4), workers=2)]
     assert seen == [1, 1, 1, 1]
     assert torch.get_num_threads() == threads_before
+
+
+def test_a_fresh_process_keeps_its_thread_count():
+    """Also where the caller has not used torch before the workers start: a fresh thread takes its
+    count from the last one set anywhere."""
+
+    def threads_at_the_end(code: str) -> int:
+        script = f"import torch\nfrom colmap_plugin.workers import ordered_map\n{code}\nprint(torch.get_num_threads())"
+        return int(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout)
+
+    untouched = threads_at_the_end("")
+    assert threads_at_the_end("list(ordered_map(lambda _: torch.get_num_threads(), range(4), workers=2))") == untouched
 
 
 def test_an_error_is_raised_at_its_item_and_the_rest_is_not_started():

@@ -106,7 +106,7 @@ def crop_patches(image: np.ndarray | ImagePyramid, lafs: torch.Tensor, patch_siz
     steps = (2 * torch.arange(patch_size, dtype=torch.float32) + 1) / patch_size - 1
     along_x = affine[:, :, 0, None] * steps * to_grid[:, None]  # (N, 2, PS): the grid's move per column
     along_y = affine[:, :, 1, None] * steps * to_grid[:, None]  # (N, 2, PS): per row
-    patches = torch.empty(len(lafs), patch_size, patch_size)
+    patches = torch.zeros(len(lafs), patch_size, patch_size)  # a frame with no level (NaN) stays zero, as in kornia
     for index, source in enumerate(levels):
         chosen = torch.nonzero(level == index)[:, 0]
         if len(chosen) == 0:
