@@ -14,6 +14,7 @@ from colmap_plugin.pairs import PairsError
 from colmap_plugin.reconstruction import MAPPERS
 
 from .compare import TABLE_ROWS, CompareConf, GroundTruthError, compare
+from .false_pairs import FalsePairsConf, bench_false_pairs, false_pairs_table
 from .homography_bench import TABLE_ROWS as HOMOGRAPHY_ROWS
 from .homography_bench import HomographyBenchConf, bench_homography
 from .report import metrics_by_method_table
@@ -149,6 +150,15 @@ def cmd_bench_scenes(args: argparse.Namespace) -> int:
 
 
 @_handle_errors
+def cmd_bench_false_pairs(args: argparse.Namespace) -> int:
+    run = RunConf(max_size=args.max_size, max_keypoints=args.max_keypoints, mapper=args.mapper)
+    conf = FalsePairsConf(methods=args.methods, max_images=args.max_images, run=run)
+    scenes = (_folder(args.scene_a, "image folder"), _folder(args.scene_b, "image folder"))
+    report = bench_false_pairs(*scenes, Path(args.output), conf)
+    return _print_report(report, false_pairs_table(report), args)
+
+
+@_handle_errors
 def cmd_bench_speed(args: argparse.Namespace) -> int:
     conf = SpeedConf(max_size=args.max_size, max_images=args.max_images, keypoint_budgets=args.max_keypoints)
     report = bench_speed(_folder(args.images, "image folder"), args.methods or available_methods(), conf)
@@ -205,6 +215,15 @@ def add_eval_commands(commands: argparse._SubParsersAction) -> None:
     scenes.add_argument("scenes", help="folder of scenes")
     _add_common_options(scenes, reconstruction=True)
     scenes.set_defaults(func=cmd_bench_scenes)
+
+    false_pairs = benchmarks.add_parser(
+        "false-pairs", help="two scenes mixed in one folder: how many pairs across them pass verification"
+    )
+    false_pairs.add_argument("scene_a", help="image folder of one scene")
+    false_pairs.add_argument("scene_b", help="image folder of another scene (no view overlaps scene a)")
+    false_pairs.add_argument("--max-images", type=int, default=FalsePairsConf.max_images, help="per scene")
+    _add_common_options(false_pairs, reconstruction=True)
+    false_pairs.set_defaults(func=cmd_bench_false_pairs)
 
     speed = benchmarks.add_parser("speed", help="extraction time per image: COLMAP's SIFT and each method, one run")
     speed.add_argument("images", help="image folder")

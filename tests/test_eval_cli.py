@@ -140,3 +140,20 @@ def test_bench_rotation_shows_that_upright_keypoints_fail_on_turned_images(datas
     assert (output / "images" / "90" / "boatB.png").is_file() and (output / "mma_by_angle.png").stat().st_size > 1000
     with pytest.raises(SystemExit):
         run_cli("bench", "rotation", dataset, "--output", output, "--angles", "ninety")
+
+
+def test_bench_false_pairs_counts_pairs_across_two_scenes(datasets, tmp_path, capsys):
+    # Three images of each Strecha scene at 400 px: the 9 pairs across them are false; COLMAP's SIFT
+    # and the plugin's accept none of them and keep the scenes apart.
+    output = tmp_path / "out"
+    scenes = [datasets / "eval" / scene / "images" for scene in ("fountain-P11", "Herz-Jesus-P8")]
+    options = ["--output", output, "--methods", "sift", "--max-size", "400", "--max-images", "3", "--json"]
+    assert run_cli("bench", "false-pairs", *scenes, *options) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["methods"]) == {"colmap-sift", "sift"}
+    for results in report["methods"].values():
+        assert results["false_pairs"] == 9 and results["true_pairs"] == 6
+        assert results["false_pairs_verified"] == 0 and results["true_pairs_verified"] >= 5
+        assert results["largest_model"] in ("3 + 0", "0 + 3")
+    assert "false pairs verified" in (output / "report.md").read_text()
+    assert run_cli("bench", "false-pairs", tmp_path / "missing", scenes[1], "--output", output) == EXIT_USAGE
