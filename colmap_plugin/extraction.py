@@ -111,7 +111,8 @@ def extract_features(
     image_dir, database_path, features_path = Path(image_dir), Path(database_path), Path(features_path)
     names = list_images(image_dir)
     options = {"max_keypoints": conf.max_keypoints, "upright": conf.upright}
-    identity = {**create_extractor(conf.method, **options).identity(), "max_size": conf.max_size}
+    unused = [create_extractor(conf.method, **options)]  # serves the first worker; the others make their own
+    identity = {**unused[0].identity(), "max_size": conf.max_size}
     # The database first: a locked, foreign or newer one is refused before any file is written.
     with open_database(database_path) as database:
         if conf.overwrite:
@@ -129,7 +130,10 @@ def extract_features(
 
         def extract(name: str) -> tuple[Features, tuple[int, int]] | ImageReadError:
             if not hasattr(worker, "extractor"):
-                worker.extractor = create_extractor(conf.method, **options)
+                try:
+                    worker.extractor = unused.pop()  # atomic: one worker gets it
+                except IndexError:
+                    worker.extractor = create_extractor(conf.method, **options)
             try:
                 return _extract_image(worker.extractor, image_dir / name, conf.max_size)
             except ImageReadError as error:

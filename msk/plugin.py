@@ -10,8 +10,8 @@ from colmap_plugin.keypoints import affine_keypoints, pixel_to_colmap
 from colmap_plugin.matchers import Matcher, descriptors_to_tensor
 from colmap_plugin.sift import SiftExtractor
 
-from .data.patches import ImagePyramid, PatchConf, crop_patches, oriented_lafs
-from .descriptor import describe_keypoints, describe_patches, native_bfloat16
+from .data.patches import ImagePyramid
+from .descriptor import describe_keypoints, describe_patches, descriptor_patches, native_bfloat16
 from .detector import DetectionConf, detect
 from .match_decision import keypoint_frames, propose_candidates
 from .orientation import dominant_orientation
@@ -97,10 +97,7 @@ class MskExtractor(RecordsWeights, Extractor):
         orientations = (
             np.zeros(len(xy), np.float32) if self.conf["upright"] else dominant_orientation(pyramid, xy, scales)
         )
-        patch = PatchConf()
-        patches = crop_patches(
-            pyramid, oriented_lafs(affine_keypoints(xy, scales, orientations), patch.window), patch.patch_size
-        )
+        patches = descriptor_patches(pyramid, affine_keypoints(xy, scales, orientations))
         # A patch of a single grey level has nothing to describe: the image is flat all around the
         # keypoint, which the network's zero padding then finds at the corners of a blank image.
         informative = patches.max(axis=(1, 2)) > patches.min(axis=(1, 2))

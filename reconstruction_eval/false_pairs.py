@@ -21,7 +21,7 @@ from colmap_plugin.images import list_images
 
 from .compare import CompareConf, run_methods
 from .report import metrics_by_method_table, write_json
-from .runs import MethodRun, RunConf
+from .runs import MethodRun, RunConf, link_images
 from .statistics import verified_pairs
 
 SCENES = ("a", "b")  # sub-folders of the mixed image folder
@@ -51,10 +51,7 @@ def mix_scenes(scene_a: Path, scene_b: Path, folder: Path, max_images: int) -> N
         names = list_images(source)[:max_images]
         if len(names) < 2:
             raise FileNotFoundError(f"{source} has fewer than 2 images")
-        for name in names:
-            link = folder / scene / name
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to((source / name).resolve())
+        link_images(source, names, folder / scene)
 
 
 def _scene(name: str) -> str:

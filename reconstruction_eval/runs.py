@@ -76,6 +76,14 @@ def _map(run: MethodRun, image_dir: Path, conf: RunConf) -> None:
     run.seconds["map"] = time.perf_counter() - start
 
 
+def link_images(source: Path, names: list[str], folder: Path) -> None:
+    """Symbolic links folder/NAME -> source/NAME (NAME may hold sub-folders): a folder of chosen images, no copies."""
+    for name in names:
+        link = Path(folder) / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to((Path(source) / name).resolve())
+
+
 def colmap_extract(database: Path, image_dir: Path, max_size: int | None, num_threads: int = -1) -> None:
     """COLMAP's SIFT extraction of every image of `image_dir` into a new database, as COLMAP runs it."""
     names = list_images(image_dir)

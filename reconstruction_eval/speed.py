@@ -27,7 +27,7 @@ from colmap_plugin.features import create_extractor
 from colmap_plugin.images import list_images, read_image
 from colmap_plugin.keypoints import affine_keypoints
 
-from .runs import colmap_extract
+from .runs import colmap_extract, link_images
 
 REFERENCE = "colmap-sift"
 
@@ -71,9 +71,7 @@ def _folder_seconds(
     """
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "images"
-        for name in names:
-            (folder / name).parent.mkdir(parents=True, exist_ok=True)
-            (folder / name).symlink_to((image_dir / name).resolve())
+        link_images(image_dir, names, folder)
         start = time.perf_counter()
         if method is None:
             colmap_extract(Path(tmp) / "database.db", folder, max_size)
@@ -107,13 +105,13 @@ def bench_speed(image_dir: Path, methods: list[str], conf: SpeedConf = SpeedConf
     """
     names = list_images(Path(image_dir))[: conf.max_images]
     paths = [Path(image_dir) / name for name in names]
+    plugin_runs = {
+        method if budget is None else f"{method}@{budget}": (method, budget)
+        for budget in conf.keypoint_budgets
+        for method in methods
+    }
     runners = {REFERENCE: _colmap_sift(conf.max_size)}
-    folder_runs = {REFERENCE: (None, None)}
-    for budget in conf.keypoint_budgets:
-        for method in methods:
-            label = method if budget is None else f"{method}@{budget}"
-            runners[label] = _plugin(method, conf.max_size, budget)
-            folder_runs[label] = (method, budget)
+    runners.update({label: _plugin(method, conf.max_size, budget) for label, (method, budget) in plugin_runs.items()})
     for run in runners.values():  # warm-up: model loading and first-call allocations are not per-image costs
         run(paths[0])
     results = {}
@@ -128,7 +126,7 @@ def bench_speed(image_dir: Path, methods: list[str], conf: SpeedConf = SpeedConf
                 "seconds_per_image": float(np.mean(seconds)),
                 "keypoints_per_image": float(np.mean(keypoints)),
             }
-    for name, (method, budget) in folder_runs.items():
+    for name, (method, budget) in {REFERENCE: (None, None), **plugin_runs}.items():
         results[name]["folder_seconds_per_image"] = _folder_seconds(
             method, Path(image_dir), names, conf.max_size, budget
         )

@@ -2,11 +2,11 @@
 
 import argparse
 import json
-from pathlib import Path
 
 import pytest
 
 from reconstruction_eval.cli import EXIT_USAGE, add_eval_commands
+from reconstruction_eval.runs import link_images
 
 
 def run_cli(*argv: str) -> int:
@@ -14,12 +14,6 @@ def run_cli(*argv: str) -> int:
     add_eval_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args([str(arg) for arg in argv])
     return args.func(args)
-
-
-def link_images(names: list[str], source: Path, target: Path) -> None:
-    target.mkdir(parents=True)
-    for name in names:
-        (target / name).symlink_to(source / name)
 
 
 def test_unusable_input_exits_with_code_2(tmp_path, capsys):
@@ -43,7 +37,7 @@ def test_bench_scenes_compares_colmap_sift_with_the_plugin(datasets, tmp_path, c
     # register every image and get the relative poses right within a few degrees.
     scene = datasets / "eval" / "fountain-P11"
     link_images(
-        ["0000.jpg", "0001.jpg", "0002.jpg", "0003.jpg"], scene / "images", tmp_path / "scenes" / "fountain" / "images"
+        scene / "images", ["0000.jpg", "0001.jpg", "0002.jpg", "0003.jpg"], tmp_path / "scenes" / "fountain" / "images"
     )
     (tmp_path / "scenes" / "fountain" / "gt").symlink_to(scene / "gt")
     output = tmp_path / "out"
@@ -87,7 +81,7 @@ def test_bench_scenes_compares_colmap_sift_with_the_plugin(datasets, tmp_path, c
 def test_bench_homography_on_two_easy_pairs(datasets, tmp_path, capsys):
     source = datasets / "homography" / "magsac"
     dataset = tmp_path / "magsac"
-    link_images(["boatA.png", "boatB.png", "adamA.png", "adamB.png"], source / "images", dataset / "images")
+    link_images(source / "images", ["boatA.png", "boatB.png", "adamA.png", "adamB.png"], dataset / "images")
     (dataset / "gt").mkdir()
     for name in ("boat", "adam"):
         (dataset / "gt" / f"{name}_H_AtoB.txt").symlink_to(source / "gt" / f"{name}_H_AtoB.txt")
@@ -124,7 +118,7 @@ def test_bench_homography_on_two_easy_pairs(datasets, tmp_path, capsys):
 def test_bench_rotation_shows_that_upright_keypoints_fail_on_turned_images(datasets, tmp_path, capsys):
     source = datasets / "homography" / "magsac"
     dataset = tmp_path / "magsac"
-    link_images(["boatA.png", "boatB.png"], source / "images", dataset / "images")
+    link_images(source / "images", ["boatA.png", "boatB.png"], dataset / "images")
     (dataset / "gt").mkdir()
     (dataset / "gt" / "boat_H_AtoB.txt").symlink_to(source / "gt" / "boat_H_AtoB.txt")
     output = tmp_path / "out"
