@@ -14,6 +14,7 @@ class ReconstructionConf:
     mapper: str = "incremental"  # incremental | global
     num_threads: int = -1
     seed: int = 0  # fixes RANSAC and initial-pair sampling so reruns agree
+    refine_intrinsics: bool = True  # False: the database's cameras are calibrated, bundle adjustment keeps them
 
 
 class ReconstructionError(RuntimeError):
@@ -32,11 +33,18 @@ def reconstruct(
             options = pycolmap.IncrementalPipelineOptions()
             options.num_threads = conf.num_threads
             options.random_seed = conf.seed
+            if not conf.refine_intrinsics:
+                options.ba_refine_focal_length = options.ba_refine_principal_point = False
+                options.ba_refine_extra_params = False
             models = pycolmap.incremental_mapping(database_path, image_dir, models_dir, options)
         else:
             options = pycolmap.GlobalPipelineOptions()
             options.num_threads = conf.num_threads
             options.random_seed = conf.seed
+            if not conf.refine_intrinsics:
+                adjustment = options.mapper.bundle_adjustment
+                adjustment.refine_focal_length = adjustment.refine_principal_point = False
+                adjustment.refine_extra_params = False
             models = pycolmap.global_mapping(database_path, image_dir, models_dir, options)
     if not models:
         raise ReconstructionError(

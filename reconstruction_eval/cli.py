@@ -9,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+from colmap_plugin.database import CAMERA_MODES
 from colmap_plugin.features import available_methods
 from colmap_plugin.pairs import PairsError
 from colmap_plugin.reconstruction import MAPPERS
@@ -68,12 +69,32 @@ def _add_common_options(parser: argparse.ArgumentParser, reconstruction: bool) -
         )
         parser.add_argument("--pairs", default=RunConf.pairs, help="exhaustive | sequential[:N] | PAIRS_FILE")
         parser.add_argument("--mapper", default=RunConf.mapper, choices=MAPPERS)
+        parser.add_argument(
+            "--camera-mode",
+            default=RunConf.camera_mode,
+            choices=list(CAMERA_MODES),
+            help="how images share cameras, for every method (single: one camera for all images)",
+        )
     parser.add_argument("--json", action="store_true", help="print report.json instead of the table")
 
 
 def _compare_conf(args: argparse.Namespace) -> CompareConf:
-    run = RunConf(max_size=args.max_size, max_keypoints=args.max_keypoints, pairs=args.pairs, mapper=args.mapper)
-    return CompareConf(methods=args.methods, run=run)
+    run = RunConf(
+        max_size=args.max_size,
+        max_keypoints=args.max_keypoints,
+        pairs=args.pairs,
+        mapper=args.mapper,
+        camera_mode=args.camera_mode,
+    )
+    return CompareConf(methods=args.methods, run=run, gt_intrinsics=args.gt_intrinsics)
+
+
+def _add_gt_intrinsics_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--gt-intrinsics",
+        action="store_true",
+        help="every method uses the ground truth's cameras and keeps them fixed: only poses are estimated",
+    )
 
 
 def _handle_errors(handler):
@@ -151,7 +172,9 @@ def cmd_bench_scenes(args: argparse.Namespace) -> int:
 
 @_handle_errors
 def cmd_bench_false_pairs(args: argparse.Namespace) -> int:
-    run = RunConf(max_size=args.max_size, max_keypoints=args.max_keypoints, mapper=args.mapper)
+    run = RunConf(
+        max_size=args.max_size, max_keypoints=args.max_keypoints, mapper=args.mapper, camera_mode=args.camera_mode
+    )
     conf = FalsePairsConf(methods=args.methods, max_images=args.max_images, run=run)
     scenes = (_folder(args.scene_a, "image folder"), _folder(args.scene_b, "image folder"))
     report = bench_false_pairs(*scenes, Path(args.output), conf)
@@ -183,6 +206,7 @@ def add_eval_commands(commands: argparse._SubParsersAction) -> None:
     compare_parser.add_argument("images", help="image folder (searched recursively)")
     compare_parser.add_argument("--gt", help="ground-truth COLMAP model folder (images matched by name)")
     _add_common_options(compare_parser, reconstruction=True)
+    _add_gt_intrinsics_option(compare_parser)
     compare_parser.set_defaults(func=cmd_compare)
 
     bench = commands.add_parser("bench", help="benchmarks over a dataset folder")
@@ -214,6 +238,7 @@ def add_eval_commands(commands: argparse._SubParsersAction) -> None:
     scenes = benchmarks.add_parser("scenes", help="`compare` on every scene (sub-folder with images/, optional gt/)")
     scenes.add_argument("scenes", help="folder of scenes")
     _add_common_options(scenes, reconstruction=True)
+    _add_gt_intrinsics_option(scenes)
     scenes.set_defaults(func=cmd_bench_scenes)
 
     false_pairs = benchmarks.add_parser(

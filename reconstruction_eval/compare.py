@@ -5,7 +5,7 @@ database and sparse model.
 """
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,9 @@ class CompareConf:
     methods: list[str] | None = None  # plugin methods; None: every available one
     run: RunConf = field(default_factory=RunConf)
     match_pictures: int = 3  # pairs drawn with each method's inliers
+    # Every method takes its cameras from the ground truth and the mapper keeps them: pose accuracy
+    # then measures the features alone, not how well each method's matches calibrate the cameras.
+    gt_intrinsics: bool = False
 
 
 class GroundTruthError(ValueError):
@@ -173,6 +176,7 @@ def markdown_report(report: dict[str, Any], figures: list[str]) -> str:
         f"# Comparison on {report['images']}",
         "",
         f"{report['num_images']} images, {report['num_pairs']} pairs ({report['pairs']}), {report['mapper']} mapper, "
+        f"camera mode {report['camera_mode']}, intrinsics {report['intrinsics']}, "
         f"max size {report['max_size']}, pycolmap {report['pycolmap']}."
         + (f" Ground truth: {report['gt']} ({report['gt_images']} images)." if report["gt"] else ""),
         "",
@@ -188,6 +192,8 @@ def compare(
     image_dir: Path, output_dir: Path, gt_dir: Path | None = None, conf: CompareConf = CompareConf()
 ) -> dict[str, Any]:
     """Run every method, evaluate, and write report.json, report.md and the figures; returns the report."""
+    if conf.gt_intrinsics and gt_dir is None:
+        raise GroundTruthError("--gt-intrinsics needs the ground truth (--gt)")
     image_dir, output_dir = Path(image_dir), Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     names = list_images(image_dir)
@@ -196,6 +202,11 @@ def compare(
     gt = restricted_to(pycolmap.Reconstruction(Path(gt_dir)), names) if gt_dir is not None else None
     if gt is not None and gt.num_reg_images() < 2:
         raise GroundTruthError(f"the ground truth {gt_dir} has fewer than 2 images named as in {image_dir}")
+    if conf.gt_intrinsics:
+        missing = sorted(set(names) - {image.name for image in gt.images.values()})
+        if missing:
+            raise GroundTruthError(f"--gt-intrinsics: the ground truth {gt_dir} has no camera for {missing[0]}")
+        conf = replace(conf, run=replace(conf.run, cameras_from=Path(gt_dir)))
     runs, pairs = run_methods(image_dir, output_dir, conf)
     report = {
         "images": str(image_dir),
@@ -205,6 +216,8 @@ def compare(
         "pairs": conf.run.pairs,
         "num_pairs": len(pairs),
         "mapper": conf.run.mapper,
+        "camera_mode": conf.run.camera_mode,
+        "intrinsics": "ground truth, fixed" if conf.gt_intrinsics else "estimated",
         "max_size": conf.run.max_size,
         "seed": conf.run.seed,
         "pycolmap": pycolmap.__version__,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pycolmap
 
-from colmap_plugin.database import import_images, open_database
+from colmap_plugin.database import CAMERA_MODES, import_images, open_database
 from colmap_plugin.extraction import ExtractionConf, extract_features
 from colmap_plugin.images import list_images
 from colmap_plugin.matching import MatchingConf, match_features, verify_pairs
@@ -30,6 +30,10 @@ class RunConf:
     max_keypoints: int | None = None  # plugin methods only; None: each method's default
     pairs: str = "exhaustive"  # exhaustive | sequential[:N] | PAIRS_FILE
     mapper: str = "incremental"  # incremental | global
+    camera_mode: str = "auto"  # auto | single | per-folder | per-image, for the reference and plugin alike
+    # A COLMAP model (e.g. the ground truth) whose cameras replace every method's estimated ones,
+    # by image name, before verification; the mapper then keeps them: poses alone are estimated.
+    cameras_from: Path | None = None
     seed: int = 0  # mapper sampling, so that reruns agree
     num_threads: int = -1  # extraction and matching (their results do not depend on it)
     mapper_threads: int = 1  # more threads make the model differ from run to run
@@ -62,15 +66,44 @@ def _fresh_run(name: str, output_dir: Path) -> MethodRun:
     return run
 
 
+class KnownCamerasError(ValueError):
+    """The model given for the cameras does not cover the images; the message says which."""
+
+
+def use_known_cameras(database_path: Path, model_dir: Path) -> None:
+    """Give each camera of the database the model and parameters its images' namesakes have in the COLMAP model."""
+    model = pycolmap.Reconstruction(Path(model_dir))
+    known = {image.name: model.cameras[image.camera_id] for image in model.images.values()}
+    with open_database(database_path) as database:
+        for image in database.read_all_images():
+            if image.name not in known:
+                raise KnownCamerasError(f"{model_dir} has no camera for {image.name}")
+            camera, calibrated = database.read_camera(image.camera_id), known[image.name]
+            if (camera.width, camera.height) != (calibrated.width, calibrated.height):
+                raise KnownCamerasError(
+                    f"{image.name} is {camera.width}x{camera.height} but its camera in {model_dir} is "
+                    f"{calibrated.width}x{calibrated.height}"
+                )
+            camera.model, camera.params = calibrated.model, calibrated.params
+            camera.has_prior_focal_length = True
+            database.update_camera(camera)
+
+
+def _use_known_cameras(run: MethodRun, conf: RunConf) -> None:
+    if conf.cameras_from is not None:
+        use_known_cameras(run.database, conf.cameras_from)
+
+
 def _map(run: MethodRun, image_dir: Path, conf: RunConf) -> None:
     start = time.perf_counter()
+    reconstruction = ReconstructionConf(
+        mapper=conf.mapper,
+        num_threads=conf.mapper_threads,
+        seed=conf.seed,
+        refine_intrinsics=conf.cameras_from is None,
+    )
     try:
-        run.model = reconstruct(
-            run.database,
-            image_dir,
-            run.sparse,
-            ReconstructionConf(mapper=conf.mapper, num_threads=conf.mapper_threads, seed=conf.seed),
-        )
+        run.model = reconstruct(run.database, image_dir, run.sparse, reconstruction)
     except ReconstructionError as error:
         run.error = str(error)
     run.seconds["map"] = time.perf_counter() - start
@@ -84,17 +117,19 @@ def link_images(source: Path, names: list[str], folder: Path) -> None:
         link.symlink_to((Path(source) / name).resolve())
 
 
-def colmap_extract(database: Path, image_dir: Path, max_size: int | None, num_threads: int = -1) -> None:
+def colmap_extract(
+    database: Path, image_dir: Path, max_size: int | None, num_threads: int = -1, camera_mode: str = "auto"
+) -> None:
     """COLMAP's SIFT extraction of every image of `image_dir` into a new database, as COLMAP runs it."""
     names = list_images(image_dir)
     # Importing first numbers the images in name order; the threaded extractor numbers them in
     # the order its threads finish, which changes pair orientation, RANSAC samples and the model.
-    import_images(database, image_dir, names)
+    import_images(database, image_dir, names, camera_mode)
     extraction = pycolmap.FeatureExtractionOptions()
     extraction.max_image_size = max_size or -1
     extraction.num_threads = num_threads
     pycolmap.extract_features(
-        database, image_dir, names, pycolmap.CameraMode.AUTO, extraction_options=extraction, device=pycolmap.Device.cpu
+        database, image_dir, names, CAMERA_MODES[camera_mode], extraction_options=extraction, device=pycolmap.Device.cpu
     )
 
 
@@ -105,8 +140,9 @@ def run_reference(
     run = _fresh_run(REFERENCE, output_dir)
 
     start = time.perf_counter()
-    colmap_extract(run.database, image_dir, conf.max_size, conf.num_threads)
+    colmap_extract(run.database, image_dir, conf.max_size, conf.num_threads, conf.camera_mode)
     run.seconds["extract"] = time.perf_counter() - start
+    _use_known_cameras(run, conf)
 
     with open_database(run.database) as database:
         pairs = select_pairs(conf.pairs, database)
@@ -140,9 +176,12 @@ def run_plugin(
         image_dir,
         run.database,
         features,
-        ExtractionConf(method=method, max_size=conf.max_size, max_keypoints=conf.max_keypoints),
+        ExtractionConf(
+            method=method, max_size=conf.max_size, max_keypoints=conf.max_keypoints, camera_mode=conf.camera_mode
+        ),
     )
     run.seconds["extract"] = extraction.seconds
+    _use_known_cameras(run, conf)
     matching = match_features(run.database, features, matches, pairs, MatchingConf())
     run.seconds["match"] = matching.seconds_match
     run.seconds["verify"] = matching.seconds_verify

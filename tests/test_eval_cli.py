@@ -3,8 +3,11 @@
 import argparse
 import json
 
+import numpy as np
+import pycolmap
 import pytest
 
+from colmap_plugin.database import open_database
 from reconstruction_eval.cli import EXIT_USAGE, add_eval_commands
 from reconstruction_eval.runs import link_images
 
@@ -22,6 +25,8 @@ def test_unusable_input_exits_with_code_2(tmp_path, capsys):
     (tmp_path / "images").mkdir()
     assert run_cli("compare", tmp_path / "images", "--output", tmp_path / "out", "--gt", tmp_path) == EXIT_USAGE
     assert "no COLMAP model" in capsys.readouterr().err
+    assert run_cli("compare", tmp_path / "images", "--output", tmp_path / "out", "--gt-intrinsics") == EXIT_USAGE
+    assert "--gt-intrinsics needs the ground truth" in capsys.readouterr().err
     assert run_cli("bench", "homography", tmp_path, "--output", tmp_path / "out") == EXIT_USAGE
     assert run_cli("bench", "scenes", tmp_path, "--output", tmp_path / "out") == EXIT_USAGE
     with pytest.raises(SystemExit) as exit_info:
@@ -52,6 +57,8 @@ def test_bench_scenes_compares_colmap_sift_with_the_plugin(datasets, tmp_path, c
             "sift",
             "--max-size",
             "400",
+            "--camera-mode",
+            "single",
             "--json",
         )
         == 0
@@ -61,6 +68,7 @@ def test_bench_scenes_compares_colmap_sift_with_the_plugin(datasets, tmp_path, c
     report = json.loads((output / "fountain" / "report.json").read_text())
     assert summary["scenes"]["fountain"]["methods"].keys() == report["methods"].keys() == {"colmap-sift", "sift"}
     assert report["num_pairs"] == 6 and report["gt_images"] == 4
+    assert report["camera_mode"] == "single"
     for name, results in report["methods"].items():
         assert results["registered"] == 4, name
         assert results["verified_pairs"] == 6, name
@@ -70,12 +78,34 @@ def test_bench_scenes_compares_colmap_sift_with_the_plugin(datasets, tmp_path, c
         assert results["center_error_median"] < 0.05, name  # GT units (metres), the cameras are metres apart
         assert len(results["pose_errors"]) == 6 and results["error"] is None, name
         assert all(results[f"time_{stage}_s"] > 0 for stage in ("extract", "match", "verify", "map")), name
+        with open_database(output / "fountain" / "runs" / name / "database.db") as database:
+            assert len(database.read_all_cameras()) == 1, name  # --camera-mode single, for the reference too
     figures = ["pose_errors.png", "track_lengths.png", "observations_per_image.png", "times.png", "matches_0.png"]
     for figure in figures:
         assert (output / "fountain" / figure).stat().st_size > 1000, figure
         assert f"]({figure})" in (output / "fountain" / "report.md").read_text()
     assert "| fountain | colmap-sift | 4 / 4 |" in (output / "report.md").read_text()
     assert (output / "auc5.png").is_file()
+
+
+def test_compare_with_the_ground_truth_intrinsics_estimates_poses_alone(datasets, tmp_path, capsys):
+    scene = datasets / "eval" / "fountain-P11"
+    link_images(scene / "images", ["0000.jpg", "0001.jpg", "0002.jpg"], tmp_path / "images")
+    output = tmp_path / "out"
+    arguments = ["--output", output, "--methods", "sift", "--max-size", "400", "--gt-intrinsics", "--json"]
+    assert run_cli("compare", tmp_path / "images", "--gt", scene / "gt", *arguments) == 0
+
+    report = json.loads(capsys.readouterr().out)
+    assert report["intrinsics"] == "ground truth, fixed"
+    gt = pycolmap.Reconstruction(scene / "gt")
+    gt_cameras = {image.name: gt.cameras[image.camera_id] for image in gt.images.values()}
+    for name in ("colmap-sift", "sift"):
+        assert report["methods"][name]["registered"] == 3, name
+        model = pycolmap.Reconstruction(output / "runs" / name / "sparse")
+        for image in model.images.values():  # keypoints at 400 px, cameras of the full-size images, unchanged
+            camera = model.cameras[image.camera_id]
+            assert camera.model == gt_cameras[image.name].model, name
+            assert np.array_equal(camera.params, gt_cameras[image.name].params), name
 
 
 def test_bench_homography_on_two_easy_pairs(datasets, tmp_path, capsys):

@@ -21,7 +21,11 @@ from .matcher import MatcherTrainConf, train_matcher
 
 def _run_descriptor(args: argparse.Namespace) -> int:
     conf = DescriptorTrainConf(
-        steps=args.steps, batch_tracks=args.batch_tracks, seed=args.seed, num_threads=args.num_threads
+        steps=args.steps,
+        batch_tracks=args.batch_tracks,
+        channels=tuple(args.channels),
+        seed=args.seed,
+        num_threads=args.num_threads,
     )
     meta = train_descriptor(args.dataset, args.output, conf)
     print(f"val FPR95 {100 * meta['val_fpr95']:.2f}% (SIFT {100 * meta['val_fpr95_sift']:.2f}%); wrote {args.output}")
@@ -79,6 +83,13 @@ def add_train_commands(subparsers) -> None:
     )
     descriptor.add_argument("--steps", type=int, default=DescriptorTrainConf.steps)
     descriptor.add_argument("--batch-tracks", type=int, default=DescriptorTrainConf.batch_tracks)
+    descriptor.add_argument(
+        "--channels",
+        type=int,
+        nargs=2,
+        default=DescriptorTrainConf.channels,
+        help="widths of the two convolution stages",
+    )
     descriptor.set_defaults(func=_run_descriptor)
 
     matcher = _add_network_parser(
