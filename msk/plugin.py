@@ -28,7 +28,8 @@ from .weights import (
 
 # Raised whenever the same weights and options give other features or matches, so that stores made
 # before are refused rather than resumed. 2: patches cut by msk.data.patches' own crop, blank ones dropped.
-OUTPUT_VERSION = 2
+# 3: a quarter of the keypoint budget spread over the grid (msk.detector.DetectionConf.spread_share).
+OUTPUT_VERSION = 3
 
 
 class RecordsWeights:

@@ -99,13 +99,20 @@ def test_soft_argmax_finds_the_sub_cell_position_of_a_symmetric_peak():
 
 
 def test_spread_top_k_leaves_no_cell_empty():
-    strong = torch.stack([torch.rand(500) * 50, torch.rand(500) * 50], dim=1)  # top-left corner, high scores
+    strong = torch.stack([torch.rand(500) * 50, torch.rand(500) * 50], dim=1)  # top-left cell, high scores
+    medium = torch.stack([torch.rand(20) * 50 + 50, torch.rand(20) * 50], dim=1)  # the cell to its right
     weak = torch.tensor([[150.0, 150.0], [180.0, 20.0]])
-    xy = torch.cat([strong, weak])
-    score = torch.cat([torch.rand(500) + 1, torch.tensor([0.1, 0.2])])
-    keep = spread_top_k(xy, score, (200, 200), k=64, cells=4)
-    assert len(keep) == 64 and {500, 501} <= set(keep.tolist())
-    assert torch.all(score[keep][:-1] >= score[keep][1:])
+    xy = torch.cat([strong, medium, weak])
+    score = torch.cat([torch.rand(500) + 2, torch.rand(20) + 1, torch.tensor([0.1, 0.2])])
+    kept_strong = {}
+    for share in (1.0, 0.25):
+        keep = spread_top_k(xy, score, (200, 200), k=64, cells=4, share=share)
+        assert len(keep) == 64 and {520, 521} <= set(keep.tolist()), share  # the weak cells are never empty
+        assert torch.all(score[keep][:-1] >= score[keep][1:]), share
+        kept_strong[share] = int((keep < 500).sum())
+    # The whole budget divided over the 16 cells: 4 places each, so the medium cell keeps 4 of its 20,
+    # the weak ones their 2 and the strong cell the other 58. A quarter of it: 1 place each, 61 strong.
+    assert kept_strong == {1.0: 58, 0.25: 61}
 
 
 def test_orientation_follows_the_image_rotation():
