@@ -20,7 +20,7 @@ from .homography_bench import TABLE_ROWS as HOMOGRAPHY_ROWS
 from .homography_bench import HomographyBenchConf, bench_homography
 from .report import metrics_by_method_table
 from .rotation_bench import RotationBenchConf, bench_rotation, rotation_table
-from .runs import RunConf
+from .runs import KnownCamerasError, RunConf
 from .scenes import bench_scenes, summary_table
 from .speed import SpeedConf, bench_speed
 
@@ -103,7 +103,7 @@ def _handle_errors(handler):
     def wrapped(args: argparse.Namespace) -> int:
         try:
             return handler(args)
-        except (FileNotFoundError, GroundTruthError, PairsError) as error:
+        except (FileNotFoundError, GroundTruthError, KnownCamerasError, PairsError) as error:
             print(f"msk: error: {error}", file=sys.stderr)
             return EXIT_USAGE
 

@@ -86,7 +86,7 @@ def train_descriptor(
     train_bank, val_bank = TrackBank.load(dataset, "train"), TrackBank.load(dataset, "val")
     val_pairs = fixed_validation_pairs(val_bank, conf.validation_pairs, conf.seed)
     patch_size = train_bank.patches.shape[-1]
-    model = TripletDescriptor(DescriptorConf(patch_size=patch_size, channels=tuple(conf.channels)))
+    model = TripletDescriptor(DescriptorConf(patch_size=patch_size, channels=conf.channels))
     sift_fpr95 = validation_fpr95(_RootSift(patch_size), val_bank, val_pairs)
     optimizer = torch.optim.AdamW(model.parameters(), lr=conf.learning_rate, weight_decay=conf.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, conf.learning_rate, total_steps=conf.steps)
