@@ -108,11 +108,25 @@ def descriptor_patches(
     return crop_patches(image, oriented_lafs(keypoints, patch_conf.window), patch_conf.patch_size)
 
 
+# Patches run through the network at a time: batches whose activations stay in cache make the network
+# 1.5x faster than one batch of 8,192 patches (bfloat16 or float32, 1 or 2 threads).
+DESCRIBE_BATCH = 1024
+
+
 @torch.inference_mode()
 def describe_patches(model: TripletDescriptor, patches: np.ndarray, bfloat16: bool = False) -> torch.Tensor:
     """Descriptors (N, D) float32 of (N, P, P) uint8 patches cut as `crop_patches` cuts them; see describe_keypoints."""
     if len(patches) == 0:
         return torch.zeros(0, model.conf.dim)
+    return torch.cat(
+        [
+            _describe_batch(model, patches[i : i + DESCRIBE_BATCH], bfloat16)
+            for i in range(0, len(patches), DESCRIBE_BATCH)
+        ]
+    )
+
+
+def _describe_batch(model: TripletDescriptor, patches: np.ndarray, bfloat16: bool) -> torch.Tensor:
     batch = torch.from_numpy(patches).float().div(255)[:, None].contiguous(memory_format=torch.channels_last)
     if not bfloat16:
         return model(batch)

@@ -57,4 +57,6 @@ def load_detector(path: Path = DETECTOR_WEIGHTS) -> MskDetector:
     checkpoint = _checkpoint(path)
     model = MskDetector(DetectorConf(**checkpoint["config"]))
     model.load_state_dict(checkpoint["state_dict"])
-    return model.eval()
+    # Channels-last weights: the same maps (within 1e-5) 1.3x faster on one thread, 2.4x on two,
+    # where the default layout of these 16-channel convolutions uses a single thread.
+    return model.eval().to(memory_format=torch.channels_last)

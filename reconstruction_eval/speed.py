@@ -46,7 +46,8 @@ def _colmap_sift(max_size: int):
     extractor = pycolmap.FeatureExtractor.create(options, pycolmap.Device.cpu)
 
     def extract(path: Path) -> int:
-        keypoints, _ = extractor.extract(pycolmap.Bitmap.read(path, False))
+        # Read and shrunk like the plugin's images: the extractor itself ignores max_image_size.
+        keypoints, _ = extractor.extract(pycolmap.Bitmap.from_array(read_image(path, max_size).gray))
         return len(keypoints)
 
     return extract

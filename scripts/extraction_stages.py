@@ -3,7 +3,8 @@
     .venv/bin/python scripts/extraction_stages.py 8192 [THREADS]
 
 Stages: detection (forward pass, suppression, cap), position refinement, orientation, cutting the
-descriptor patches, the descriptor network (bfloat16 where the CPU has it, as the extractor runs it).
+descriptor patches, the descriptor network (bfloat16 where the CPU has it), the last four summed over
+the chunks of keypoints the extractor runs them on.
 Means over the images, on THREADS torch threads (default 1: as `msk extract` runs each image).
 """
 
@@ -17,10 +18,11 @@ import torch
 from colmap_plugin.datasets import datasets_root
 from colmap_plugin.images import list_images, read_image
 from colmap_plugin.keypoints import affine_keypoints, pixel_to_colmap
-from msk.data.patches import ImagePyramid, PatchConf, crop_patches, oriented_lafs
+from msk.data.patches import ImagePyramid
+from msk.descriptor import describe_patches, descriptor_patches
 from msk.detector import DetectionConf, detect
 from msk.orientation import dominant_orientation
-from msk.plugin import resolve_bfloat16
+from msk.plugin import KEYPOINT_CHUNK, resolve_bfloat16
 from msk.refinement import refine_to_blob_centres
 from msk.weights import load_descriptor, load_detector
 
@@ -33,10 +35,15 @@ def main(max_keypoints: int, threads: int) -> None:
     image_dir = datasets_root() / "eval" / "fountain-P11" / "images"
     seconds: dict[str, list[float]] = {}
 
-    def timed(stage: str, run):
+    def timed(stage: str, run, chunks: dict[str, float] | None = None):
+        """run(), its seconds added to the image's total in `chunks` or, without, recorded for the image."""
         start = time.perf_counter()
         result = run()
-        seconds.setdefault(stage, []).append(time.perf_counter() - start)
+        spent = time.perf_counter() - start
+        if chunks is None:
+            seconds.setdefault(stage, []).append(spent)
+        else:
+            chunks[stage] = chunks.get(stage, 0.0) + spent
         return result
 
     for name in list_images(image_dir)[:3]:
@@ -44,16 +51,19 @@ def main(max_keypoints: int, threads: int) -> None:
         tensor = torch.from_numpy(image).float().div(255)[None, None]
         pyramid = ImagePyramid(image)
         found = timed("detection", lambda: detect(detector, tensor, DetectionConf(max_keypoints=max_keypoints)))
-        xy = pixel_to_colmap(found["xy"].numpy()).astype(np.float32)
-        sigma = found["sigma"].numpy().astype(np.float32)
-        xy = timed("refinement", lambda: refine_to_blob_centres(pyramid, xy, sigma))
-        angle = timed("orientation", lambda: dominant_orientation(pyramid, xy, sigma))
-        patch = PatchConf()
-        lafs = oriented_lafs(affine_keypoints(xy, sigma, angle), patch.window)
-        patches = timed("patch cutting", lambda: crop_patches(pyramid, lafs, patch.patch_size))
-        batch = torch.from_numpy(patches).float().div(255)[:, None].contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16):
-            timed("descriptor network", lambda: descriptor(batch))
+        all_xy = pixel_to_colmap(found["xy"].numpy()).astype(np.float32)
+        all_sigma = found["sigma"].numpy().astype(np.float32)
+        stages: dict[str, float] = {}
+        for start in range(0, len(all_xy), KEYPOINT_CHUNK):  # as MskExtractor runs them
+            xy, sigma = all_xy[start : start + KEYPOINT_CHUNK], all_sigma[start : start + KEYPOINT_CHUNK]
+            xy = timed("refinement", lambda: refine_to_blob_centres(pyramid, xy, sigma), stages)
+            angle = timed("orientation", lambda: dominant_orientation(pyramid, xy, sigma), stages)
+            patches = timed(
+                "patch cutting", lambda: descriptor_patches(pyramid, affine_keypoints(xy, sigma, angle)), stages
+            )
+            timed("descriptor network", lambda: describe_patches(descriptor, patches, bfloat16), stages)
+        for stage, spent in stages.items():
+            seconds.setdefault(stage, []).append(spent)
     print(f"{max_keypoints} keypoints, {image.shape[1]}x{image.shape[0]}, {threads} threads, bfloat16 {bfloat16}")
     for stage, values in seconds.items():
         print(f"{stage:20s} {np.mean(values):.3f} s")

@@ -181,3 +181,18 @@ def test_bench_false_pairs_counts_pairs_across_two_scenes(datasets, tmp_path, ca
         assert results["largest_model"] in ("3 + 0", "0 + 3")
     assert "false pairs verified" in (output / "report.md").read_text()
     assert run_cli("bench", "false-pairs", tmp_path / "missing", scenes[1], "--output", output) == EXIT_USAGE
+
+
+def test_bench_speed_times_colmap_sift_at_the_same_image_size(datasets, tmp_path, capsys):
+    # COLMAP's extractor ignores max_image_size on a bitmap it is handed: timed at full size it would
+    # find more keypoints than the plugin's SIFT on the shrunk image, and the timing would be unfair.
+    link_images(datasets / "eval" / "fountain-P11" / "images", ["0000.jpg"], tmp_path / "images")
+    output = tmp_path / "out"
+    assert (
+        run_cli("bench", "speed", tmp_path / "images", "--output", output, "--methods", "sift", "--max-size", "320")
+        == 0
+    )
+
+    methods = json.loads((output / "report.json").read_text())["methods"]
+    assert methods["colmap-sift"]["keypoints_per_image"] == methods["sift"]["keypoints_per_image"] > 0
+    assert all(run["folder_seconds_per_image"] > 0 for run in methods.values())

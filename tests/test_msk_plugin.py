@@ -5,6 +5,8 @@ import pytest
 import torch
 from kornia.geometry.transform import warp_perspective
 
+import msk.descriptor
+import msk.plugin
 from colmap_plugin.features import create_extractor
 from colmap_plugin.images import read_image
 from colmap_plugin.keypoints import affine_keypoints, colmap_to_pixel
@@ -115,3 +117,16 @@ def test_a_blank_image_has_no_msk_keypoints(grey):
     assert len(create_extractor("msk").extract(image)) == 0
     detections = detect(load_detector(), torch.from_numpy(image).float().div(255)[None, None])
     assert grey == 0 or len(detections["xy"]) > 0  # what the test guards against
+
+
+def test_keypoints_are_described_the_same_in_chunks_of_any_size(warped_pair, monkeypatch):
+    image, _ = warped_pair
+    extractor = create_extractor("msk", max_keypoints=2048)
+    whole = extractor.extract(image)
+    monkeypatch.setattr(msk.plugin, "KEYPOINT_CHUNK", 300)  # 7 chunks, the last one partly filled
+    monkeypatch.setattr(msk.descriptor, "DESCRIBE_BATCH", 128)
+    chunked = extractor.extract(image)
+    assert len(whole) == len(chunked) == 2048
+    for field in ("keypoints", "scales", "orientations", "scores"):
+        np.testing.assert_array_equal(getattr(chunked, field), getattr(whole, field))
+    np.testing.assert_allclose(chunked.descriptors, whole.descriptors, atol=1e-6)
