@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from msk.descriptor import DescriptorConf, TripletDescriptor, fuse_for_inference
 from msk.detector import (
@@ -12,6 +13,7 @@ from msk.detector import (
     DetectorConf,
     MskDetector,
     detect,
+    neighbourhood_max,
     sample_scores,
     soft_argmax_offset,
     spread_top_k,
@@ -199,3 +201,10 @@ def test_image_1_proposals_are_judged_against_the_same_consensus_as_image_0s():
     assert list(zip(both.index0.tolist(), both.index1.tolist())) == [(0, 0), (1, 1), (1, 2)]
     forward_consensus = both.features[0, 3]  # candidate (0, 0) has no scale change: its deviation is the consensus
     assert both.features[2, 3] == pytest.approx(forward_consensus.item())  # mirrored, not re-read from image 1's side
+
+
+def test_neighbourhood_max_is_a_3d_max_pool_over_the_inner_levels():
+    stack = torch.randn(5, 37, 53, generator=torch.Generator().manual_seed(0))
+    stack[0] = -math.inf  # a missing scale neighbour, as scale_neighbourhood leaves it
+    pooled = F.max_pool3d(stack[None, None], 3, stride=1, padding=1)[0, 0]
+    assert torch.equal(neighbourhood_max(stack), pooled[1:-1])
