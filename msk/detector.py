@@ -209,8 +209,9 @@ def scale_neighbourhood(octaves: list[torch.Tensor], octave: int) -> torch.Tenso
 def neighbourhood_max(stack: torch.Tensor) -> torch.Tensor:
     """Maxima (L, h, w) over the 3x3x3 neighbourhoods of the inner levels of a stack (L + 2, h, w).
 
-    Equal to a 3D max-pool, taken one axis at a time as the max of three shifted views: 6x faster
-    on the CPU, where 3D pooling took a quarter of the detection time.
+    Equal to a 3D max-pool, taken one axis at a time as the max of three shifted views: on one thread
+    the 3D pool took 175 ms of the 690 ms that detecting in a 1536x1024 image cost, these under 15 ms
+    (torch profiler).
     """
     padded = F.pad(stack, (1, 1, 1, 1), value=-math.inf)
     rows = torch.maximum(torch.maximum(padded[:, :, :-2], padded[:, :, 1:-1]), padded[:, :, 2:])

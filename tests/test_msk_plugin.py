@@ -122,6 +122,8 @@ def test_a_blank_image_has_no_msk_keypoints(grey):
 def test_keypoints_are_described_the_same_in_chunks_of_any_size(warped_pair, monkeypatch):
     image, _ = warped_pair
     extractor = create_extractor("msk", max_keypoints=2048)
+    monkeypatch.setattr(msk.plugin, "KEYPOINT_CHUNK", 4096)
+    monkeypatch.setattr(msk.descriptor, "DESCRIBE_BATCH", 4096)
     whole = extractor.extract(image)
     monkeypatch.setattr(msk.plugin, "KEYPOINT_CHUNK", 300)  # 7 chunks, the last one partly filled
     monkeypatch.setattr(msk.descriptor, "DESCRIBE_BATCH", 128)
