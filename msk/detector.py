@@ -213,10 +213,17 @@ def neighbourhood_max(stack: torch.Tensor) -> torch.Tensor:
     the 3D pool took 175 ms of the 690 ms that detecting in a 1536x1024 image cost, these under 15 ms
     (torch profiler).
     """
-    padded = F.pad(stack, (1, 1, 1, 1), value=-math.inf)
-    rows = torch.maximum(torch.maximum(padded[:, :, :-2], padded[:, :, 1:-1]), padded[:, :, 2:])
-    cells = torch.maximum(torch.maximum(rows[:, :-2], rows[:, 1:-1]), rows[:, 2:])
-    return torch.maximum(torch.maximum(cells[:-2], cells[1:-1]), cells[2:])
+    maxima = F.pad(stack, (1, 1, 1, 1), value=-math.inf)  # the levels need none: the stack has its neighbours
+    for dim in (2, 1, 0):
+        maxima = _max_of_three_neighbours(maxima, dim)
+    return maxima
+
+
+def _max_of_three_neighbours(tensor: torch.Tensor, dim: int) -> torch.Tensor:
+    """Maxima of each three consecutive entries along `dim` (size n -> n - 2)."""
+    inner = tensor.shape[dim] - 2
+    left, centre, right = (tensor.narrow(dim, start, inner) for start in range(3))
+    return torch.maximum(torch.maximum(left, centre), right)
 
 
 def cell_windows(

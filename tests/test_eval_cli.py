@@ -183,7 +183,7 @@ def test_bench_false_pairs_counts_pairs_across_two_scenes(datasets, tmp_path, ca
     assert run_cli("bench", "false-pairs", tmp_path / "missing", scenes[1], "--output", output) == EXIT_USAGE
 
 
-def test_bench_speed_times_colmap_sift_at_the_same_image_size(datasets, tmp_path, capsys):
+def test_bench_speed_times_colmap_sift_at_the_same_image_size(datasets, tmp_path):
     # COLMAP's extractor ignores max_image_size on a bitmap it is handed: timed at full size it would
     # find more keypoints than the plugin's SIFT on the shrunk image, and the timing would be unfair.
     link_images(datasets / "eval" / "fountain-P11" / "images", ["0000.jpg"], tmp_path / "images")
