@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from colmap_plugin.matchers import similarity_to_distance, two_nearest
+from colmap_plugin.matchers import nearest_both_ways, similarity_to_distance
 
 NUM_CONSISTENCY_FEATURES = 3  # scale-change and rotation deviations from the pair's consensus, upright flag
 NUM_DISTANCE_FEATURES = 6
@@ -64,10 +64,9 @@ def propose_candidates(
     keypoint of image 1 also proposes its nearest neighbour in image 0 when that pair is not
     already proposed (not mutual). Both kinds are described from the proposer's side, so they
     look alike to the network, which is trained on image 0's proposals. `bfloat16`: see
-    `colmap_plugin.matchers.two_nearest`.
+    `colmap_plugin.matchers.nearest_both_ways`.
     """
-    nearest0 = two_nearest(desc0, desc1, bfloat16)  # similarities and indices (N, k)
-    nearest1 = two_nearest(desc1, desc0, bfloat16)  # (M, k)
+    nearest0, nearest1 = nearest_both_ways(desc0, desc1, bfloat16)  # similarities and indices (N, k), (M, k)
     upright = not (frames0[:, 1].any() or frames1[:, 1].any())
     forward, consensus = _proposals(desc0, desc1, nearest0, nearest1, frames0, frames1, upright)
     if not both_ways:

@@ -26,11 +26,15 @@ from .weights import (
     weights_fingerprint,
 )
 
-# Raised whenever the same weights and options give other features or matches, so that stores made
-# before are refused rather than resumed. 2: patches cut by msk.data.patches' own crop, blank ones dropped.
-# 3: a quarter of the keypoint budget spread over the grid (msk.detector.DetectionConf.spread_share).
-# 4: channels-last detector (msk.weights.load_detector), whose last-digit score changes swap ~0.1% of the keypoints.
-OUTPUT_VERSION = 4
+# Raised whenever the same weights and options give other features (extractors) or matches (the
+# learned matcher), so that stores made before are refused rather than resumed. Features: 2: patches
+# cut by msk.data.patches' own crop, blank ones dropped. 3: a quarter of the keypoint budget spread
+# over the grid (msk.detector.DetectionConf.spread_share). 4: channels-last detector
+# (msk.weights.load_detector), whose last-digit score changes swap ~0.1% of the keypoints.
+EXTRACTION_VERSION = 4
+# Matches: 1-4 shared the features' versions. 5: neighbours of both images shortlisted from one
+# bfloat16 product (colmap_plugin.matchers.nearest_both_ways), which changes near ties.
+MATCHING_VERSION = 5
 
 # Keypoints refined, oriented, cut and described at a time: with arrays that stay in cache, extracting
 # 8,192 keypoints on one thread is 1.4x faster than with all of them at once, with the same results.
@@ -41,9 +45,11 @@ class RecordsWeights:
     """Mixin of MSK components: their identity (kept in the stores) names the weight files they load."""
 
     weight_files: tuple[Path, ...] = ()
+    output_version: int
 
     def identity(self) -> dict:
-        return {**super().identity(), "weights": weights_fingerprint(*self.weight_files), "version": OUTPUT_VERSION}
+        fingerprint = weights_fingerprint(*self.weight_files)
+        return {**super().identity(), "weights": fingerprint, "version": self.output_version}
 
 
 def resolve_bfloat16(option: bool | None) -> bool:
@@ -55,6 +61,7 @@ class SiftMskExtractor(RecordsWeights, Extractor):
     """SIFT keypoints (COLMAP's), MSK descriptors; matched by the learned match decision."""
 
     weight_files = (DESCRIPTOR_WEIGHTS,)
+    output_version = EXTRACTION_VERSION
     name = "sift+msk"
     # bfloat16: None = where the CPU has it natively (msk.descriptor.native_bfloat16), resolved at creation.
     default_conf = {"max_keypoints": 8192, "num_threads": -1, "upright": False, "bfloat16": None}
@@ -79,6 +86,7 @@ class MskExtractor(RecordsWeights, Extractor):
     """The full learned pipeline: MSK detector, blob-centre refinement, gradient orientation, MSK descriptors."""
 
     weight_files = (DETECTOR_WEIGHTS, DESCRIPTOR_WEIGHTS)
+    output_version = EXTRACTION_VERSION
     name = "msk"
     # refine_positions: move detections to the LoG extremum at their scale (msk.refinement).
     default_conf = {"max_keypoints": 8192, "upright": False, "refine_positions": True, "bfloat16": None}
@@ -125,6 +133,7 @@ class LearnedMatcher(RecordsWeights, Matcher):
     """Nearest-neighbour candidates kept when the match-decision network accepts them."""
 
     weight_files = (MATCH_DECISION_WEIGHTS,)
+    output_version = MATCHING_VERSION
     name = "learned"
     # threshold None: the one chosen at training time; both_ways: image 1's keypoints propose candidates too;
     # bfloat16: shortlist neighbours in bfloat16 (None: where the CPU has it natively).

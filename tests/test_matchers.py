@@ -8,8 +8,8 @@ from colmap_plugin.matchers import (
     BFLOAT16_MIN_KEYPOINTS,
     create_matcher,
     descriptors_to_tensor,
+    nearest_both_ways,
     nearest_neighbour_match,
-    two_nearest,
 )
 
 
@@ -48,16 +48,20 @@ def test_matchers_accept_sift_descriptors():
         assert np.array_equal(matches[:, 0], matches[:, 1]) and len(matches) == 30
 
 
-def test_bfloat16_shortlist_finds_the_same_nearest_neighbours_with_exact_similarities():
+def test_bfloat16_search_finds_the_same_nearest_neighbours_both_ways_with_exact_similarities():
     generator = torch.Generator().manual_seed(0)
-    desc0, desc1 = (
+    desc0, desc1 = (  # neither a multiple of the group size: padding must never be chosen
         torch.nn.functional.normalize(torch.randn(n, 64, generator=generator), dim=1)
-        for n in (BFLOAT16_MIN_KEYPOINTS, BFLOAT16_MIN_KEYPOINTS + 100)
+        for n in (BFLOAT16_MIN_KEYPOINTS + 3, BFLOAT16_MIN_KEYPOINTS + 101)
     )
-    exact_similarity, exact_index = two_nearest(desc0, desc1)
-    similarity, index = two_nearest(desc0, desc1, bfloat16=True)
-    assert (index[:, 0] == exact_index[:, 0]).float().mean() > 0.99
-    # Whatever was shortlisted is scored in float32, in order.
-    assert torch.allclose(similarity, (desc0[:, None] * desc1[index]).sum(dim=-1), atol=1e-6)
-    assert (similarity[:, 0] >= similarity[:, 1]).all()
-    assert (similarity[:, 0] - exact_similarity[:, 0]).abs().max() < 0.01
+    exact = nearest_both_ways(desc0, desc1)
+    fast = nearest_both_ways(desc0, desc1, bfloat16=True)
+    for (exact_similarity, exact_index), (similarity, index), (query, other) in zip(
+        exact, fast, [(desc0, desc1), (desc1, desc0)]
+    ):
+        assert index.shape == (len(query), 2) and index.max() < len(other)
+        assert (index[:, 0] == exact_index[:, 0]).float().mean() > 0.999
+        # Whatever was shortlisted is scored in float32, in order.
+        assert torch.allclose(similarity, (query[:, None] * other[index]).sum(dim=-1), atol=1e-6)
+        assert (similarity[:, 0] >= similarity[:, 1]).all()
+        assert (similarity[:, 0] - exact_similarity[:, 0]).abs().max() < 0.01
