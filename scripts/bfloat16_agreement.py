@@ -11,6 +11,7 @@ exact and with its bfloat16 shortlists, on one thread as a matching worker runs 
 
 import time
 import zlib  # noqa: F401  (before pycolmap: see colmap_plugin/__init__.py)
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -51,7 +52,7 @@ def main() -> None:
     search_agreement(image_dir)
 
 
-def search_agreement(image_dir) -> None:
+def search_agreement(image_dir: Path) -> None:
     """The learned matcher's neighbour search, exact and with its bfloat16 shortlists, on one thread as a worker."""
     msk = create_extractor("msk", max_keypoints=SEARCH_KEYPOINTS)
     desc0, desc1 = (
