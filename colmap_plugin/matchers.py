@@ -50,12 +50,12 @@ def nearest_both_ways(desc0: torch.Tensor, desc1: torch.Tensor, bfloat16: bool =
     """The k <= 2 most similar rows of desc1 (M, D) for each row of desc0 (N, D), and of desc0 for each row of desc1.
 
     Returns ((N, k) similarities, (N, k) indices) and ((M, k'), (M, k')), k = min(2, M), k' = min(2, N),
-    most similar first. Exact: one float32 product
-    per direction. With `bfloat16` (and both sides at least BFLOAT16_MIN_KEYPOINTS), one bfloat16
-    product shortlists candidates for both directions (`_bfloat16_shortlists`), which are then
-    scored exactly. Between two fountain images' 12,288 `msk` keypoints, on one thread, it takes
-    0.47 s against 1.36 s for the exact search, and finds the same nearest neighbour for 99.99% of
-    keypoints (scripts/bfloat16_agreement.py).
+    most similar first. Exact: one float32 product per direction, each row's values from its own
+    product, as the match decision's training candidates were computed. With `bfloat16` (and both
+    sides at least BFLOAT16_MIN_KEYPOINTS), one bfloat16 product shortlists candidates for both
+    directions (`_bfloat16_shortlists`), which are then scored exactly. Between two fountain images'
+    12,288 `msk` keypoints, on one thread, it takes 0.47 s against 1.36 s for the exact search, and
+    finds the same nearest neighbour for 99.99% of keypoints (scripts/bfloat16_agreement.py).
     """
     if not bfloat16 or min(len(desc0), len(desc1)) < BFLOAT16_MIN_KEYPOINTS:
         return _most_similar(desc0, desc1, min(2, len(desc1))), _most_similar(desc1, desc0, min(2, len(desc0)))
@@ -68,21 +68,21 @@ def _bfloat16_shortlists(desc0: torch.Tensor, desc1: torch.Tensor) -> tuple[torc
 
     Both come from one bfloat16 similarity matrix, formed ROW_BLOCK rows at a time and reduced to
     group maxima along both axes. Torch vectorises a maximum over a middle axis, but is 7x slower
-    over the last one, so desc1's groups are strided (with M' = M padded to a multiple of GROUP, group c
-    holds keypoints c, c + M' / GROUP, ...)
-    and desc0's are consecutive. Both sides are padded with zero rows to a multiple of GROUP; indices
-    of padding (>= M, >= N) may appear in the shortlists.
+    over the last one, so desc1's groups are strided (with M' = M padded to a multiple of GROUP, group
+    c holds keypoints c, c + M' / GROUP, ...) and desc0's are consecutive. Both sides are padded with
+    zero rows to a multiple of GROUP; indices of padding (>= M, >= N) may appear in the shortlists.
     """
     rows, columns = (_padded(desc, GROUP).bfloat16() for desc in (desc0, desc1))
     column_groups, row_groups = len(columns) // GROUP, len(rows) // GROUP
+    columns_shortlisted, rows_shortlisted = min(SHORTLIST, column_groups), min(SHORTLIST, row_groups)
     best_column_groups, row_group_maxima = [], []
     for start in range(0, len(rows), ROW_BLOCK):  # blocks hold whole groups of rows: ROW_BLOCK % GROUP == 0
         similarity = rows[start : start + ROW_BLOCK] @ columns.T  # (B, M')
         column_group_maxima = similarity.view(len(similarity), GROUP, column_groups).amax(dim=1)
-        best_column_groups.append(column_group_maxima.topk(min(SHORTLIST, column_groups), dim=1).indices)
+        best_column_groups.append(column_group_maxima.topk(columns_shortlisted, dim=1).indices)
         row_group_maxima.append(similarity.view(-1, GROUP, similarity.shape[1]).amax(dim=1))  # (B / GROUP, M')
     # Transposed first: top-k over the last axis is fast, over the first one slow.
-    best_row_groups = torch.cat(row_group_maxima).T.contiguous().topk(min(SHORTLIST, row_groups), dim=1).indices
+    best_row_groups = torch.cat(row_group_maxima).T.contiguous().topk(rows_shortlisted, dim=1).indices
     members = torch.arange(GROUP)
     shortlist0 = (torch.cat(best_column_groups)[:, :, None] + members * column_groups).flatten(1)
     shortlist1 = (best_row_groups[:, :, None] * GROUP + members).flatten(1)
