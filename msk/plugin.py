@@ -15,7 +15,7 @@ from .descriptor import describe_keypoints, describe_patches, descriptor_patches
 from .detector import DetectionConf, detect
 from .match_decision import keypoint_frames, propose_candidates
 from .orientation import dominant_orientation
-from .refinement import refine_to_blob_centres
+from .refinement import refine_blobs
 from .weights import (
     DESCRIPTOR_WEIGHTS,
     DETECTOR_WEIGHTS,
@@ -30,8 +30,9 @@ from .weights import (
 # learned matcher), so that stores made before are refused rather than resumed. Features: 2: patches
 # cut by msk.data.patches' own crop, blank ones dropped. 3: a quarter of the keypoint budget spread
 # over the grid (msk.detector.DetectionConf.spread_share). 4: channels-last detector
-# (msk.weights.load_detector), whose last-digit score changes swap ~0.1% of the keypoints.
-EXTRACTION_VERSION = 4
+# (msk.weights.load_detector), whose last-digit score changes swap ~0.1% of the keypoints. 5: keypoints
+# refined over position and scale (msk.refinement), described at the refined scale.
+EXTRACTION_VERSION = 5
 # Matches: 1-4 shared the features' versions. 5: neighbours of both images shortlisted from one
 # bfloat16 product (colmap_plugin.matchers.nearest_both_ways), which changes near ties.
 MATCHING_VERSION = 5
@@ -90,8 +91,8 @@ class MskExtractor(RecordsWeights, Extractor):
     name = "msk"
     # max_keypoints: COLMAP's SIFT finds ~12,000 on 1600-pixel images; at this budget `msk` builds
     # more 3D points than at 8,192 on every scene measured and verifies no false pair (BENCHMARKS.md).
-    # refine_positions: move detections to the LoG extremum at their scale (msk.refinement).
-    default_conf = {"max_keypoints": 12288, "upright": False, "refine_positions": True, "bfloat16": None}
+    # refine: move detections to the LoG extremum over position and scale (msk.refinement).
+    default_conf = {"max_keypoints": 12288, "upright": False, "refine": True, "bfloat16": None}
     default_matcher = "learned"
 
     def __init__(self, **conf):
@@ -118,8 +119,8 @@ class MskExtractor(RecordsWeights, Extractor):
         self, pyramid: ImagePyramid, xy: np.ndarray, scales: np.ndarray, scores: np.ndarray
     ) -> tuple[np.ndarray, ...]:
         """Refined xy, scales, orientations, scores and descriptors of detections (N, 2), (N,), (N,)."""
-        if self.conf["refine_positions"]:
-            xy = refine_to_blob_centres(pyramid, xy, scales)
+        if self.conf["refine"]:
+            xy, scales = refine_blobs(pyramid, xy, scales)
         orientations = (
             np.zeros(len(xy), np.float32) if self.conf["upright"] else dominant_orientation(pyramid, xy, scales)
         )

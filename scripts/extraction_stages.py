@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/extraction_stages.py 8192 [THREADS]
 
-Stages: detection (forward pass, suppression, cap), position refinement, orientation, cutting the
+Stages: detection (forward pass, suppression, cap), refinement (position and scale), orientation, cutting the
 descriptor patches, the descriptor network (bfloat16 where the CPU has it), the last four summed over
 the chunks of keypoints the extractor runs them on.
 Means over the images, on THREADS torch threads (default 1: as `msk extract` runs each image).
@@ -23,7 +23,7 @@ from msk.descriptor import describe_patches, descriptor_patches
 from msk.detector import DetectionConf, detect
 from msk.orientation import dominant_orientation
 from msk.plugin import KEYPOINT_CHUNK, resolve_bfloat16
-from msk.refinement import refine_to_blob_centres
+from msk.refinement import refine_blobs
 from msk.weights import load_descriptor, load_detector
 
 
@@ -56,7 +56,7 @@ def main(max_keypoints: int, threads: int) -> None:
         stages: dict[str, float] = {}
         for start in range(0, len(all_xy), KEYPOINT_CHUNK):  # as MskExtractor runs them
             xy, sigma = all_xy[start : start + KEYPOINT_CHUNK], all_sigma[start : start + KEYPOINT_CHUNK]
-            xy = timed("refinement", lambda: refine_to_blob_centres(pyramid, xy, sigma), stages)
+            xy, sigma = timed("refinement", lambda: refine_blobs(pyramid, xy, sigma), stages)
             angle = timed("orientation", lambda: dominant_orientation(pyramid, xy, sigma), stages)
             patches = timed(
                 "patch cutting", lambda: descriptor_patches(pyramid, affine_keypoints(xy, sigma, angle)), stages

@@ -129,6 +129,8 @@ def test_keypoints_are_described_the_same_in_chunks_of_any_size(warped_pair, mon
     monkeypatch.setattr(msk.descriptor, "DESCRIBE_BATCH", 128)
     chunked = extractor.extract(image)
     assert len(whole) == len(chunked) == 2048
-    for field in ("keypoints", "scales", "orientations", "scores"):
-        np.testing.assert_array_equal(getattr(chunked, field), getattr(whole, field))
+    np.testing.assert_array_equal(chunked.scores, whole.scores)
+    # The refinement's matrix product sums in an order that depends on the rows around: last-digit changes.
+    for field in ("keypoints", "scales", "orientations"):
+        np.testing.assert_allclose(getattr(chunked, field), getattr(whole, field), rtol=1e-6, atol=1e-5)
     np.testing.assert_allclose(chunked.descriptors, whole.descriptors, atol=1e-6)

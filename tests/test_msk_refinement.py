@@ -1,10 +1,10 @@
-"""Sub-pixel refinement of detections to the blob centre at their scale (msk.refinement)."""
+"""Sub-pixel, sub-scale refinement of detections to the LoG extremum over position and scale (msk.refinement)."""
 
 import numpy as np
 import pytest
 
 from colmap_plugin.keypoints import pixel_to_colmap
-from msk.refinement import RefinementConf, refine_to_blob_centres
+from msk.refinement import RefinementConf, refine_blobs
 
 SIGMA = 3.0
 
@@ -16,52 +16,52 @@ def blob_image(centre_xy: np.ndarray, bright: bool) -> np.ndarray:
     return (128 + (100 if bright else -100) * blob).round().astype(np.uint8)
 
 
+def scales(count: int, sigma: float = SIGMA) -> np.ndarray:
+    return np.full(count, sigma, np.float32)
+
+
 @pytest.mark.parametrize("bright", [True, False])
-def test_a_detection_near_a_blob_moves_to_its_sub_pixel_centre(bright):
+@pytest.mark.parametrize("detected_scale", [2.4, 3.8])  # a third of an octave off the blob's
+def test_a_detection_near_a_blob_moves_to_its_sub_pixel_centre_and_scale(bright, detected_scale):
     centre = np.array([45.3, 38.6])  # pixel-centre coordinates, off the pixel grid
     truth = pixel_to_colmap(centre)
     detections = (truth + np.array([[0.4, -0.3], [-0.5, -0.2], [0.1, 0.5]]) * SIGMA).astype(np.float32)
-    refined = refine_to_blob_centres(blob_image(centre, bright), detections, np.full(3, SIGMA, np.float32))
+    refined, refined_scales = refine_blobs(blob_image(centre, bright), detections, scales(3, detected_scale))
     assert np.abs(detections - truth).max() > 1.0
-    assert np.abs(refined - truth).max() < 0.15
+    assert np.abs(refined - truth).max() < 0.05
+    # The scale-normalised LoG of a Gaussian blob peaks at the blob's scale.
+    np.testing.assert_allclose(refined_scales, SIGMA, rtol=0.05)
 
 
-def test_a_detection_far_from_the_blob_moves_at_most_the_search_radius():
-    conf = RefinementConf()
+def test_one_step_moves_a_detection_far_from_the_blob_by_at_most_its_bounds():
+    conf = RefinementConf(iterations=1)
     centre = np.array([45.0, 38.0])
     far = (pixel_to_colmap(centre) + np.array([[3.0, 0.0]]) * SIGMA).astype(np.float32)
-    refined = refine_to_blob_centres(blob_image(centre, True), far, np.full(1, SIGMA, np.float32), conf)
-    assert np.linalg.norm(refined - far) <= conf.radius * conf.step * SIGMA * np.sqrt(2) + 1e-4
+    refined, refined_scales = refine_blobs(blob_image(centre, True), far, scales(1), conf)
+    assert np.abs(refined - far).max() <= (conf.radius + 0.5) * conf.step * SIGMA + 1e-4
+    assert abs(np.log2(refined_scales[0] / SIGMA)) <= conf.scale_step / 2 + 1e-6
 
 
 def test_no_detections_refine_to_none():
     image = blob_image(np.array([40.0, 40.0]), True)
-    refined = refine_to_blob_centres(image, np.zeros((0, 2), np.float32), np.zeros(0, np.float32))
-    assert refined.shape == (0, 2)
+    refined, refined_scales = refine_blobs(image, np.zeros((0, 2), np.float32), np.zeros(0, np.float32))
+    assert refined.shape == (0, 2) and refined_scales.shape == (0,)
 
 
-def test_refinement_reaches_half_a_scale_and_keeps_symmetric_or_flat_positions():
-    conf = RefinementConf()
-    reach = (conf.radius + 0.5) * conf.step * SIGMA
-    centre = np.array([45.3, 38.6])
-    truth = pixel_to_colmap(centre)
-    near_reach = (truth + np.array([[0.9 * reach, 0.0]])).astype(np.float32)
-    refined = refine_to_blob_centres(blob_image(centre, True), near_reach, np.full(1, SIGMA, np.float32), conf)
-    assert np.abs(refined - truth).max() < 0.15
+def test_edges_keep_their_position_along_the_edge_and_flat_patches_keep_everything():
     # On a straight vertical edge the response does not change along y: the detection keeps its row.
     edge = np.where(np.arange(96)[None, :] < 48, 60, 200).repeat(80, axis=0).astype(np.uint8)
     on_edge = np.array([[48.3, 40.5]], np.float32)
-    refined = refine_to_blob_centres(edge, on_edge, np.full(1, SIGMA, np.float32), conf)
+    refined, _ = refine_blobs(edge, on_edge, scales(1))
     assert refined[0, 1] == pytest.approx(on_edge[0, 1], abs=1e-4)
     flat = np.full((80, 96), 128, np.uint8)
-    assert np.array_equal(
-        refine_to_blob_centres(flat, truth[None].astype(np.float32), np.full(1, SIGMA, np.float32)),
-        truth[None].astype(np.float32),
-    )
+    detection = np.array([[45.8, 39.1]], np.float32)
+    refined, refined_scales = refine_blobs(flat, detection, scales(1))
+    assert np.array_equal(refined, detection) and np.array_equal(refined_scales, scales(1))
 
 
 def test_refined_positions_stay_inside_the_image():
     centre = np.array([0.0, 40.0])  # a blob cut by the left border
     detection = pixel_to_colmap(centre + np.array([0.5, 0.0]))[None].astype(np.float32)
-    refined = refine_to_blob_centres(blob_image(centre, True), detection, np.full(1, 8.0, np.float32))
+    refined, _ = refine_blobs(blob_image(centre, True), detection, scales(1, 8.0))
     assert (refined >= 0).all() and (refined <= [96, 80]).all()
