@@ -6,7 +6,7 @@ per cell, four times coarser than COLMAP's SIFT (whose first octave is the 2x-up
 and its learned soft-argmax leaves ~0.3 cells of error. Each refinement step cuts one patch at
 full resolution around the keypoint, on a grid of `step` keypoint scales, and reads from it,
 with one matrix product, the LoG at three scales (the keypoint's and `scale_step` octaves
-either side) over a 5x5 grid of positions. A parabola over the scales gives the scale; the
+either side) over a grid of (2 radius + 3)^2 positions, 5x5 by default. A parabola over the scales gives the scale; the
 responses, interpolated to it, give the position (the best of the 3x3 positions around the
 keypoint, then a parabola per axis). Two steps, since the position found depends on the scale
 and the scale on the position. The detector is trained on SIFT's tracked keypoints, so its
@@ -94,7 +94,7 @@ def refine_blobs(
     octaves; it stays inside the image. It keeps its position and scale where the LoG is zero at
     the keypoint (a flat patch), its scale where the response has no maximum over scale, and its
     position along an axis with no maximum (an edge or a saddle); ties go to the position nearest
-    the keypoint.
+    the keypoint. Computed in float32, returned in the inputs' dtypes.
     """
     if len(xy) == 0:
         return xy, sigma
@@ -110,8 +110,9 @@ def refine_blobs(
     for _ in range(conf.iterations):
         upright = affine_keypoints(position.numpy(), scale.numpy(), np.zeros(len(xy), np.float32))
         patches = torch.from_numpy(crop_patches(image, oriented_lafs(upright, side * conf.step), side)).flatten(1)
+        patches = patches.float()
         # Zero-mean kernels sum to float32 rounding, not 0: centring the patches makes a flat one respond 0.
-        patches = patches.float() - patches.float().mean(dim=1, keepdim=True)
+        patches -= patches.mean(dim=1, keepdim=True)
         response = (patches @ kernels).view(-1, 3, window, window)
         # The extremum of the keypoint's own kind: a maximum of |LoG| with the sign found at the keypoint.
         response = response * torch.sign(response[:, 1, mid, mid])[:, None, None, None]

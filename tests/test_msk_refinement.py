@@ -2,9 +2,10 @@
 
 import numpy as np
 import pytest
+import torch
 
 from colmap_plugin.keypoints import pixel_to_colmap
-from msk.refinement import RefinementConf, refine_blobs
+from msk.refinement import RefinementConf, log_kernels, refine_blobs
 
 SIGMA = 3.0
 
@@ -21,25 +22,47 @@ def scales(count: int, sigma: float = SIGMA) -> np.ndarray:
 
 
 @pytest.mark.parametrize("bright", [True, False])
-@pytest.mark.parametrize("detected_scale", [2.4, 3.8])  # a third of an octave off the blob's
+@pytest.mark.parametrize("detected_scale", [2.7, 3.3])  # within the two steps' reach of the blob's scale
 def test_a_detection_near_a_blob_moves_to_its_sub_pixel_centre_and_scale(bright, detected_scale):
     centre = np.array([45.3, 38.6])  # pixel-centre coordinates, off the pixel grid
     truth = pixel_to_colmap(centre)
     detections = (truth + np.array([[0.4, -0.3], [-0.5, -0.2], [0.1, 0.5]]) * SIGMA).astype(np.float32)
-    refined, refined_scales = refine_blobs(blob_image(centre, bright), detections, scales(3, detected_scale))
+    detected_scales = scales(3, detected_scale)
+    refined, refined_scales = refine_blobs(blob_image(centre, bright), detections, detected_scales)
     assert np.abs(detections - truth).max() > 1.0
     assert np.abs(refined - truth).max() < 0.05
     # The scale-normalised LoG of a Gaussian blob peaks at the blob's scale.
-    np.testing.assert_allclose(refined_scales, SIGMA, rtol=0.05)
+    np.testing.assert_allclose(refined_scales, SIGMA, rtol=0.03)
+    assert np.array_equal(detected_scales, scales(3, detected_scale))  # the inputs are left as they were
 
 
-def test_one_step_moves_a_detection_far_from_the_blob_by_at_most_its_bounds():
+def test_one_step_moves_by_the_scale_the_patch_was_cut_at():
+    centre = np.array([45.3, 38.6])
+    truth = pixel_to_colmap(centre)
+    detections = (truth + np.array([[1.0, 0.0], [0.0, -1.0], [0.7, 0.7]])).astype(np.float32)
+    refined, refined_scales = refine_blobs(
+        blob_image(centre, True), detections, scales(3, 3.8), RefinementConf(iterations=1)
+    )
+    assert np.abs(refined - truth).max() < 0.05
+    assert (refined_scales < 3.8).all()
+
+
+def test_one_step_moves_a_detection_far_from_the_blob_towards_it_by_at_most_its_bounds():
     conf = RefinementConf(iterations=1)
     centre = np.array([45.0, 38.0])
     far = (pixel_to_colmap(centre) + np.array([[3.0, 0.0]]) * SIGMA).astype(np.float32)
     refined, refined_scales = refine_blobs(blob_image(centre, True), far, scales(1), conf)
+    assert refined[0, 0] < far[0, 0]
     assert np.abs(refined - far).max() <= (conf.radius + 0.5) * conf.step * SIGMA + 1e-4
     assert abs(np.log2(refined_scales[0] / SIGMA)) <= conf.scale_step / 2 + 1e-6
+
+
+def test_log_kernels_respond_zero_to_flat_and_sloped_patches():
+    kernels, side = log_kernels(RefinementConf())
+    ramp = np.add.outer(np.arange(side), 2 * np.arange(side)).astype(np.float32).reshape(1, -1)
+    responses = (torch.from_numpy(ramp) @ kernels).numpy()
+    np.testing.assert_allclose(kernels.sum(dim=0).numpy(), 0, atol=1e-5)
+    np.testing.assert_allclose(responses, 0, atol=1e-2)  # a blob of contrast 100 responds ~1,000
 
 
 def test_no_detections_refine_to_none():
