@@ -30,9 +30,11 @@ from .weights import (
 # learned matcher), so that stores made before are refused rather than resumed. Features: 2: patches
 # cut by msk.data.patches' own crop, blank ones dropped. 3: a quarter of the keypoint budget spread
 # over the grid (msk.detector.DetectionConf.spread_share). 4: channels-last detector
-# (msk.weights.load_detector), whose last-digit score changes swap ~0.1% of the keypoints. 5: keypoints
-# refined over position and scale (msk.refinement), described at the refined scale.
+# (msk.weights.load_detector), whose last-digit score changes swap ~0.1% of the keypoints. 5 (`msk`
+# only, whose keypoints alone changed): keypoints refined over position and scale (msk.refinement),
+# described at the refined scale.
 EXTRACTION_VERSION = 5
+SIFT_MSK_EXTRACTION_VERSION = 4
 # Matches: 1-4 shared the features' versions. 5: neighbours of both images shortlisted from one
 # bfloat16 product (colmap_plugin.matchers.nearest_both_ways), which changes near ties.
 MATCHING_VERSION = 5
@@ -62,7 +64,7 @@ class SiftMskExtractor(RecordsWeights, Extractor):
     """SIFT keypoints (COLMAP's), MSK descriptors; matched by the learned match decision."""
 
     weight_files = (DESCRIPTOR_WEIGHTS,)
-    output_version = EXTRACTION_VERSION
+    output_version = SIFT_MSK_EXTRACTION_VERSION
     name = "sift+msk"
     # bfloat16: None = where the CPU has it natively (msk.descriptor.native_bfloat16), resolved at creation.
     default_conf = {"max_keypoints": 8192, "num_threads": -1, "upright": False, "bfloat16": None}
