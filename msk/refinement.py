@@ -56,6 +56,11 @@ def parabola_vertex(minus: torch.Tensor, centre: torch.Tensor, plus: torch.Tenso
     return torch.where(curvature < 0, offset.clamp(-0.5, 0.5), torch.zeros_like(offset))
 
 
+def parabola_at(minus: torch.Tensor, centre: torch.Tensor, plus: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The parabolas through samples at -1, 0 and +1 (any broadcastable shapes), evaluated at t."""
+    return centre + t * (plus - minus) / 2 + t**2 * (plus - 2 * centre + minus) / 2
+
+
 @functools.cache
 def log_kernels(conf: RefinementConf) -> tuple[torch.Tensor, int]:
     """Scale-normalised LoG kernels, the columns of a matrix (P * P, 3 * W * W), and the patch side P.
@@ -118,8 +123,7 @@ def refine_blobs(
         response = response * torch.sign(response[:, 1, mid, mid])[:, None, None, None]
         below, at, above = response.unbind(dim=1)
         shift = parabola_vertex(below[:, mid, mid], at[:, mid, mid], above[:, mid, mid])  # (N,) scale steps
-        t = shift[:, None, None]
-        at_scale = at + t * (above - below) / 2 + t**2 * (above - 2 * at + below) / 2  # quadratic in scale
+        at_scale = parabola_at(below, at, above, shift[:, None, None])
         searched = at_scale[:, 1:-1, 1:-1]
         best = (searched == searched.amax(dim=(1, 2), keepdim=True)).float() * nearest_first
         cell = best.flatten(1).argmax(dim=1)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from colmap_plugin.keypoints import pixel_to_colmap
-from msk.refinement import RefinementConf, log_kernels, refine_blobs
+from msk.refinement import RefinementConf, log_kernels, parabola_at, refine_blobs
 
 SIGMA = 3.0
 
@@ -88,3 +88,10 @@ def test_refined_positions_stay_inside_the_image():
     detection = pixel_to_colmap(centre + np.array([0.5, 0.0]))[None].astype(np.float32)
     refined, _ = refine_blobs(blob_image(centre, True), detection, scales(1, 8.0))
     assert (refined >= 0).all() and (refined <= [96, 80]).all()
+
+
+def test_responses_between_scales_follow_the_parabola_through_the_three_scales():
+    a, b, c = torch.tensor([-2.0, 0.5]), torch.tensor([1.0, -3.0]), torch.tensor([4.0, 2.0])
+    samples = [a * x**2 + b * x + c for x in (-1.0, 0.0, 1.0)]
+    for t in (-0.5, 0.0, 0.3):
+        torch.testing.assert_close(parabola_at(*samples, torch.tensor(t)), a * t**2 + b * t + c)
