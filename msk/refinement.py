@@ -25,9 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from colmap_plugin.keypoints import affine_keypoints
-
-from .data.patches import ImagePyramid, crop_patches, oriented_lafs
+from .data.patches import ImagePyramid, crop_patches, upright_lafs
 
 
 @dataclass(frozen=True)
@@ -113,9 +111,8 @@ def refine_blobs(
     corner = torch.tensor([width, height], dtype=torch.float32)
     position, scale = torch.from_numpy(xy).float(), torch.from_numpy(sigma).float()
     for _ in range(conf.iterations):
-        upright = affine_keypoints(position.numpy(), scale.numpy(), np.zeros(len(xy), np.float32))
-        patches = torch.from_numpy(crop_patches(image, oriented_lafs(upright, side * conf.step), side)).flatten(1)
-        patches = patches.float()
+        lafs = upright_lafs(position.numpy(), scale.numpy(), side * conf.step)
+        patches = torch.from_numpy(crop_patches(image, lafs, side)).flatten(1).float()
         # Zero-mean kernels sum to float32 rounding, not 0: centring the patches makes a flat one respond 0.
         patches -= patches.mean(dim=1, keepdim=True)
         response = (patches @ kernels).view(-1, 3, window, window)
