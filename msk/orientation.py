@@ -13,9 +13,7 @@ import torch
 import torch.nn.functional as F
 from kornia.filters import spatial_gradient
 
-from colmap_plugin.keypoints import affine_keypoints
-
-from .data.patches import ImagePyramid, PatchConf, crop_patches, oriented_lafs
+from .data.patches import ImagePyramid, PatchConf, crop_patches, upright_lafs
 from .refinement import parabola_vertex
 
 NUM_BINS = 36
@@ -33,9 +31,8 @@ def dominant_orientation(
     """Orientations (N,) radians of keypoints at COLMAP xy (N, 2) with scales (N,) in a grey image (or its pyramid)."""
     if len(xy) == 0:
         return np.zeros(0, np.float32)
-    upright = affine_keypoints(xy, sigma, np.zeros(len(xy), np.float32))
     patches = torch.from_numpy(
-        crop_patches(image, oriented_lafs(upright, patch_conf.window), patch_conf.patch_size)
+        crop_patches(image, upright_lafs(xy, sigma, patch_conf.window), patch_conf.patch_size)
     ).float()
     gradient = spatial_gradient(patches[:, None], mode="sobel")[:, 0]  # (N, 2, P, P): d/dx, d/dy
     gx, gy = gradient[:, 0], gradient[:, 1]
