@@ -32,8 +32,8 @@ from .weights import (
 # over the grid (msk.detector.DetectionConf.spread_share). 4: channels-last detector
 # (msk.weights.load_detector), whose last-digit score changes swap ~0.1% of the keypoints. 5 (`msk`
 # only, whose keypoints alone changed): keypoints refined over position and scale (msk.refinement),
-# described at the refined scale.
-EXTRACTION_VERSION = 5
+# described at the refined scale. 6 (`msk`): a Newton step over x, y and scale in the refinement.
+EXTRACTION_VERSION = 6
 SIFT_MSK_EXTRACTION_VERSION = 4
 # Matches: 1-4 shared the features' versions. 5: neighbours of both images shortlisted from one
 # bfloat16 product (colmap_plugin.matchers.nearest_both_ways), which changes near ties.

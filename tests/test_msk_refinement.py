@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from colmap_plugin.keypoints import pixel_to_colmap
-from msk.refinement import RefinementConf, log_kernels, parabola_at, refine_blobs
+from msk.refinement import RefinementConf, log_kernels, parabola_at, quadratic_maximum, refine_blobs
 
 SIGMA = 3.0
 
@@ -95,3 +95,25 @@ def test_responses_between_scales_follow_the_parabola_through_the_three_scales()
     samples = [a * x**2 + b * x + c for x in (-1.0, 0.0, 1.0)]
     for t in (-0.5, 0.0, 0.3):
         torch.testing.assert_close(parabola_at(*samples, torch.tensor(t)), a * t**2 + b * t + c)
+
+
+def quadratic_samples(curvature: torch.Tensor, maximum_at: torch.Tensor) -> torch.Tensor:
+    """Samples (N, 3, 3, 3), indexed (scale, y, x) at -1, 0, +1, of -(p - m)^T C (p - m) / 2 for C (N, 3, 3)
+    and m (N, 3) in (x, y, scale)."""
+    steps = torch.arange(-1.0, 2.0)
+    scale, y, x = torch.meshgrid(steps, steps, steps, indexing="ij")
+    points = torch.stack([x, y, scale], dim=-1)  # (3, 3, 3, 3): (x, y, scale) of each sample
+    away = points[None] - maximum_at[:, None, None, None]
+    return -0.5 * torch.einsum("nsyxi,nij,nsyxj->nsyx", away, curvature, away)
+
+
+def test_the_quadratic_through_the_samples_finds_their_maximum_with_the_axes_coupled():
+    generator = torch.Generator().manual_seed(0)
+    mixing = torch.randn(6, 3, 3, generator=generator, dtype=torch.float64)
+    curvature = mixing @ mixing.transpose(1, 2) + 0.5 * torch.eye(3, dtype=torch.float64)  # positive definite, coupled
+    maximum_at = torch.rand(6, 3, generator=generator, dtype=torch.float64) - 0.5
+    torch.testing.assert_close(quadratic_maximum(quadratic_samples(curvature, maximum_at)), maximum_at)
+    # A minimum (a blob of the other kind) or a saddle has no maximum to find.
+    assert quadratic_maximum(-quadratic_samples(curvature, maximum_at)).isnan().all()
+    saddle = torch.diag(torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64)).expand(6, 3, 3)  # a maximum in x, y only
+    assert quadratic_maximum(quadratic_samples(saddle, maximum_at)).isnan().all()
