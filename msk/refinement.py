@@ -175,7 +175,8 @@ def refine_blobs(
         # 0.16 without the fallback but 0.6% fewer repeated within 3 px (scripts/keypoint_localization.py).
         around = torch.arange(-1, 2)
         rows, cols = (row[:, None] + around)[:, None, :, None], (col[:, None] + around)[:, None, None, :]
-        newton = quadratic_maximum(response[index[:, None, None, None], torch.arange(3)[:, None, None], rows, cols])
+        around_best = response[index[:, None, None, None], torch.arange(3)[:, None, None], rows, cols]  # (N, 3, 3, 3)
+        newton = quadratic_maximum(around_best)
         found = newton.abs().le(1).all(dim=1)
         newton = newton.clamp(-0.5, 0.5)
         dx, dy = torch.where(found, newton[:, 0], dx), torch.where(found, newton[:, 1], dy)
