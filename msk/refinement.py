@@ -91,6 +91,25 @@ def log_kernels(conf: RefinementConf) -> tuple[torch.Tensor, int]:
     return kernels.reshape(3 * window * window, side * side).T.float().contiguous(), side
 
 
+def log_responses(
+    image: np.ndarray | ImagePyramid,
+    position: torch.Tensor,
+    scale: torch.Tensor,
+    conf: RefinementConf = RefinementConf(),
+) -> torch.Tensor:
+    """Responses (N, 3, W, W) of the `log_kernels` around keypoints at COLMAP positions (N, 2) with scales (N,),
+    in a grey (H, W) image (or its pyramid): indexed (scale, y, x), W = 2 radius + 3 positions `step`
+    keypoint scales apart, centred on the keypoint.
+    """
+    kernels, side = log_kernels(conf)
+    window = 2 * conf.radius + 3
+    lafs = upright_lafs(position.numpy(), scale.numpy(), side * conf.step)
+    patches = torch.from_numpy(crop_patches(image, lafs, side)).flatten(1).float()
+    # Zero-mean kernels sum to float32 rounding, not 0: centring the patches makes a flat one respond 0.
+    patches -= patches.mean(dim=1, keepdim=True)
+    return (patches @ kernels).view(-1, 3, window, window)
+
+
 def quadratic_maximum(samples: torch.Tensor) -> torch.Tensor:
     """Offsets (N, 3) in steps (x, y, scale) of the maximum of the quadratic through samples (N, 3, 3, 3)
     indexed (scale, y, x) around their centre; NaN where the samples have no maximum (the Hessian is
@@ -143,7 +162,6 @@ def refine_blobs(
     """
     if len(xy) == 0:
         return xy, sigma
-    kernels, side = log_kernels(conf)
     window, mid = 2 * conf.radius + 3, conf.radius + 1
     searched_steps = torch.arange(-conf.radius, conf.radius + 1, dtype=torch.float32)
     distance = searched_steps[:, None] ** 2 + searched_steps[None, :] ** 2
@@ -153,11 +171,7 @@ def refine_blobs(
     corner = torch.tensor([width, height], dtype=torch.float32)
     position, scale = torch.from_numpy(xy).float(), torch.from_numpy(sigma).float()
     for _ in range(conf.iterations):
-        lafs = upright_lafs(position.numpy(), scale.numpy(), side * conf.step)
-        patches = torch.from_numpy(crop_patches(image, lafs, side)).flatten(1).float()
-        # Zero-mean kernels sum to float32 rounding, not 0: centring the patches makes a flat one respond 0.
-        patches -= patches.mean(dim=1, keepdim=True)
-        response = (patches @ kernels).view(-1, 3, window, window)
+        response = log_responses(image, position, scale, conf)
         # The extremum of the keypoint's own kind: a maximum of |LoG| with the sign found at the keypoint.
         response = response * torch.sign(response[:, 1, mid, mid])[:, None, None, None]
         below, at, above = response.unbind(dim=1)
