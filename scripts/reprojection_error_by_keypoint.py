@@ -21,6 +21,7 @@ import torch
 
 from colmap_plugin.database import open_database
 from colmap_plugin.images import read_image
+from colmap_plugin.keypoints import rescale_colmap
 from msk.data.patches import ImagePyramid
 from msk.refinement import RefinementConf, log_responses
 
@@ -69,10 +70,9 @@ def observations(run: Path, images: Path | None, max_size: int) -> dict[str, np.
             scales.append(keypoint_scales(keypoints))
             if images is not None:
                 loaded = read_image(images / image.name, max_size)
-                shrink = np.array(loaded.scale_xy, np.float32)
-                ratios.append(
-                    edge_ratio(loaded.gray, (keypoints[:, :2] / shrink).astype(np.float32), scales[-1] / shrink[0])
-                )
+                width_ratio, height_ratio = loaded.scale_xy
+                extracted = rescale_colmap(keypoints[:, :2], (1 / width_ratio, 1 / height_ratio))
+                ratios.append(edge_ratio(loaded.gray, extracted.astype(np.float32), scales[-1] / width_ratio))
     result = {"error": np.concatenate(errors), "scale": np.concatenate(scales)}
     if images is not None:
         result["ratio"] = np.concatenate(ratios)
