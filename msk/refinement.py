@@ -110,6 +110,24 @@ def log_responses(
     return (patches @ kernels).view(-1, 3, window, window)
 
 
+def _lines_through_centre(samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The samples (N, 3) through the centre of samples (N, 3, 3, 3) indexed (scale, y, x), along x, y and scale."""
+    return samples[:, 1, 1], samples[:, 1, :, 1], samples[:, :, 1, 1]
+
+
+def negative_hessian(samples: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Entries xx, yy, ss, xy, xs, ys (each (N,)) of minus the Hessian over x, y and scale at the centre of
+    samples (N, 3, 3, 3) indexed (scale, y, x), by central differences in steps."""
+    centre = samples[:, 1, 1, 1]
+
+    def mixed(plane: torch.Tensor) -> torch.Tensor:  # (N, 3, 3) -> (N,): the second derivative across its two axes
+        return (plane[:, 2, 2] - plane[:, 2, 0] - plane[:, 0, 2] + plane[:, 0, 0]) / 4
+
+    xx, yy, ss = (2 * centre - line[:, 0] - line[:, 2] for line in _lines_through_centre(samples))
+    xy, xs, ys = (-mixed(plane) for plane in (samples[:, 1], samples[:, :, 1], samples[:, :, :, 1]))
+    return xx, yy, ss, xy, xs, ys
+
+
 def quadratic_maximum(samples: torch.Tensor) -> torch.Tensor:
     """Offsets (N, 3) in steps (x, y, scale) of the maximum of the quadratic through samples (N, 3, 3, 3)
     indexed (scale, y, x) around their centre; NaN where the samples have no maximum (the Hessian is
@@ -117,17 +135,10 @@ def quadratic_maximum(samples: torch.Tensor) -> torch.Tensor:
 
     Gradient and Hessian by central differences and one Newton step, solved in closed form.
     """
-    centre = samples[:, 1, 1, 1]
-    lines = (samples[:, 1, 1], samples[:, 1, :, 1], samples[:, :, 1, 1])  # (N, 3) through the centre along x, y, scale
-    gx, gy, gs = ((line[:, 2] - line[:, 0]) / 2 for line in lines)
-
-    def mixed(plane: torch.Tensor) -> torch.Tensor:  # (N, 3, 3) -> (N,): the second derivative across its two axes
-        return (plane[:, 2, 2] - plane[:, 2, 0] - plane[:, 0, 2] + plane[:, 0, 0]) / 4
-
+    gx, gy, gs = ((line[:, 2] - line[:, 0]) / 2 for line in _lines_through_centre(samples))
     # The maximum solves A offset = gradient for A = -Hessian, which must be positive definite: its
     # leading minors a, a d - b^2 and det A positive. A's inverse is its adjugate over its determinant.
-    a, d, f = (2 * centre - line[:, 0] - line[:, 2] for line in lines)
-    b, c, e = (-mixed(plane) for plane in (samples[:, 1], samples[:, :, 1], samples[:, :, :, 1]))  # xy, xs, ys
+    a, d, f, b, c, e = negative_hessian(samples)
     adj_xx, adj_xy, adj_xs = d * f - e * e, c * e - b * f, b * e - c * d
     adj_yy, adj_ys, adj_ss = a * f - c * c, b * c - a * e, a * d - b * b
     determinant = a * adj_xx + b * adj_xy + c * adj_xs

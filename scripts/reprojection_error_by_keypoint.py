@@ -22,8 +22,8 @@ import torch
 from colmap_plugin.database import open_database
 from colmap_plugin.images import read_image
 from colmap_plugin.keypoints import rescale_colmap
-from msk.data.patches import ImagePyramid
-from msk.refinement import RefinementConf, log_responses
+from msk.data.patches import ImagePyramid, keypoint_scale
+from msk.refinement import RefinementConf, log_responses, negative_hessian
 
 SCALE_EDGES = (0, 1.5, 2, 3, 4, 6, 8, 12, 16, np.inf)
 RATIO_EDGES = (4, 6, 8, 10, 12.1, 20, np.inf)  # tr^2 / det >= 4 for every maximum; 12.1: SIFT's edge threshold
@@ -31,9 +31,7 @@ RATIO_EDGES = (4, 6, 8, 10, 12.1, 20, np.inf)  # tr^2 / det >= 4 for every maxim
 
 def keypoint_scales(keypoints: np.ndarray) -> np.ndarray:
     """Scales (N,) of COLMAP keypoints (N, 4) [x, y, scale, orientation] or (N, 6) [x, y, a11, a12, a21, a22]."""
-    if keypoints.shape[1] == 4:
-        return keypoints[:, 2]
-    return np.sqrt(np.abs(keypoints[:, 2] * keypoints[:, 5] - keypoints[:, 3] * keypoints[:, 4]))
+    return keypoints[:, 2] if keypoints.shape[1] == 4 else keypoint_scale(keypoints)
 
 
 def edge_ratio(image: np.ndarray, keypoints: np.ndarray, scales: np.ndarray) -> np.ndarray:
@@ -42,14 +40,12 @@ def edge_ratio(image: np.ndarray, keypoints: np.ndarray, scales: np.ndarray) -> 
     conf = RefinementConf()
     mid = conf.radius + 1
     responses = log_responses(ImagePyramid(image), torch.from_numpy(keypoints), torch.from_numpy(scales), conf)
-    around = responses[:, 1, mid - 1 : mid + 2, mid - 1 : mid + 2]  # (N, 3, 3) at the keypoint's scale
-    around = around * torch.sign(around[:, 1, 1])[:, None, None]
-    dxx = around[:, 1, 2] + around[:, 1, 0] - 2 * around[:, 1, 1]
-    dyy = around[:, 2, 1] + around[:, 0, 1] - 2 * around[:, 1, 1]
-    dxy = (around[:, 2, 2] - around[:, 2, 0] - around[:, 0, 2] + around[:, 0, 0]) / 4
-    determinant = dxx * dyy - dxy**2
-    ratio = (dxx + dyy) ** 2 / determinant
-    return torch.where((determinant > 0) & (dxx < 0), ratio, torch.full_like(ratio, torch.inf)).numpy()
+    around = responses[:, :, mid - 1 : mid + 2, mid - 1 : mid + 2]  # (N, 3, 3, 3) around the keypoint
+    around = around * torch.sign(around[:, 1, 1, 1])[:, None, None, None]
+    xx, yy, _, xy, _, _ = negative_hessian(around)
+    determinant = xx * yy - xy**2
+    ratio = (xx + yy) ** 2 / determinant
+    return torch.where((determinant > 0) & (xx > 0), ratio, torch.full_like(ratio, torch.inf)).numpy()
 
 
 def observations(run: Path, images: Path | None, max_size: int) -> dict[str, np.ndarray]:
