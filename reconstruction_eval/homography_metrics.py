@@ -6,6 +6,8 @@ convention of the ground-truth files; COLMAP keypoints are converted by the call
 """
 
 import numpy as np
+import torch
+from kornia.geometry.transform import warp_perspective
 
 MMA_THRESHOLDS = tuple(range(1, 11))  # pixels
 CORNER_THRESHOLDS = (1, 3, 5)  # pixels
@@ -16,6 +18,15 @@ def warp_points(points: np.ndarray, homography: np.ndarray) -> np.ndarray:
     homogeneous = np.column_stack([points, np.ones(len(points))]) @ homography.T
     with np.errstate(divide="ignore", invalid="ignore"):
         return homogeneous[:, :2] / homogeneous[:, 2:]
+
+
+def warp_image(image: np.ndarray, homography: np.ndarray) -> np.ndarray:
+    """The grey uint8 image (H, W) seen through a (3, 3) homography: pixel p of the result is pixel
+    homography^-1 p of `image` (bilinear, black outside), same size."""
+    tensor = torch.from_numpy(image).float()[None, None]
+    matrix = torch.from_numpy(homography).float()[None]
+    warped = warp_perspective(tensor, matrix, image.shape, align_corners=True)
+    return warped[0, 0].round().clamp(0, 255).to(torch.uint8).numpy()
 
 
 def match_errors(points0: np.ndarray, points1: np.ndarray, homography: np.ndarray) -> np.ndarray:

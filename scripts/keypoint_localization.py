@@ -14,15 +14,13 @@ interpolation, so the figures compare methods, not absolute accuracy.
 import sys
 import zlib  # noqa: F401  (before pycolmap: see colmap_plugin/__init__.py)
 
-import kornia
 import numpy as np
-import torch
 
 from colmap_plugin.datasets import datasets_root
 from colmap_plugin.features import create_extractor
 from colmap_plugin.images import list_images, read_image
 from colmap_plugin.keypoints import colmap_to_pixel
-from reconstruction_eval.homography_metrics import inside, warp_points
+from reconstruction_eval.homography_metrics import inside, warp_image, warp_points
 
 SCENES = ("drone_palm_desert", "vggsfm_british_museum", "sceaux_castle", "lund")
 IMAGES_PER_SCENE = 3
@@ -42,19 +40,11 @@ def random_homography(size: tuple[int, int], rng: np.random.Generator) -> np.nda
     return perspective @ similarity
 
 
-def warp(image: np.ndarray, homography: np.ndarray) -> np.ndarray:
-    """The grey uint8 image (H, W) seen through `homography` (pixel-centre coordinates), same size."""
-    tensor = torch.from_numpy(image).float()[None, None]
-    matrix = torch.from_numpy(homography).float()[None]
-    warped = kornia.geometry.transform.warp_perspective(tensor, matrix, image.shape, align_corners=True)
-    return warped[0, 0].round().clamp(0, 255).byte().numpy()
-
-
 def repeated_pairs(extractor, image: np.ndarray, homography: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """Distances (K,) of mutual nearest keypoint pairs, image 0's scales (K,) and image 0's keypoints
     visible in image 1."""
     height, width = image.shape
-    features0, features1 = extractor.extract(image), extractor.extract(warp(image, homography))
+    features0, features1 = extractor.extract(image), extractor.extract(warp_image(image, homography))
     mapped = warp_points(colmap_to_pixel(features0.keypoints.astype(np.float64)), homography)
     visible = inside(mapped, (width, height))
     mapped, points1 = mapped[visible], colmap_to_pixel(features1.keypoints.astype(np.float64))

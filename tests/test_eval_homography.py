@@ -9,6 +9,7 @@ from reconstruction_eval.homography_metrics import (
     match_errors,
     mean_matching_accuracy,
     repeatability,
+    warp_image,
     warp_points,
 )
 from reconstruction_eval.rotation_bench import rotate_gray, rotation_matrix
@@ -21,6 +22,15 @@ def test_warp_points_is_projective_and_ignores_the_scale_of_h():
     points = np.array([[0.0, 0], [10, 100]])
     np.testing.assert_allclose(warp_points(points, homography), [[0, 0], [10, 100]])  # w = 2 at y = 100
     np.testing.assert_allclose(warp_points(points, -3 * homography), warp_points(points, homography))
+
+
+def test_warped_image_moves_its_pixels_where_warp_points_sends_them():
+    image = np.zeros((40, 60), np.uint8)
+    image[12, 20] = 200
+    warped = warp_image(image, SHIFT)
+    assert warped.shape == image.shape
+    assert np.argwhere(warped).tolist() == [[12 - 5, 20 + 10]]  # (row, col) = (y, x) of warp_points((20, 12))
+    assert warped[7, 30] == 200
 
 
 def test_match_errors_and_mma_of_known_offsets():

@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-from kornia.geometry.transform import warp_perspective
 
 import msk.descriptor
 import msk.plugin
@@ -23,6 +22,7 @@ from msk.weights import (
     load_detector,
     weights_fingerprint,
 )
+from reconstruction_eval.homography_metrics import warp_image
 
 # Rotation by 15 degrees, zoom 0.8 and a shift: a viewpoint change SfM photos often show.
 ANGLE, ZOOM = np.deg2rad(15), 0.8
@@ -38,10 +38,7 @@ HOMOGRAPHY = np.array(
 @pytest.fixture(scope="module")
 def warped_pair(datasets):
     image = read_image(datasets / "eval" / "Herz-Jesus-P8" / "images" / "0003.jpg", max_size=768).gray
-    warped = warp_perspective(
-        torch.from_numpy(image).float()[None, None], torch.from_numpy(HOMOGRAPHY).float()[None], image.shape
-    )
-    return image, warped[0, 0].round().clamp(0, 255).to(torch.uint8).numpy()
+    return image, warp_image(image, HOMOGRAPHY)
 
 
 @pytest.mark.parametrize("method", ["sift+msk", "msk"])
