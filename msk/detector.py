@@ -111,7 +111,10 @@ def sample_scores(
 ) -> torch.Tensor:
     """Logits at centre-origin input pixels xy (N, 2) of images `batch` (N,), scale-space levels `index` (N,).
 
-    Bilinear in x and y within the level's map; level = round(index) clamped to the scale-space.
+    Bilinear in x and y within the level's map (positions clamped to its border cells); level =
+    round(index) clamped to the scale-space. The four cells are gathered, not whole maps, so the
+    backward pass adds into few cells, in the fixed order of PyTorch's deterministic algorithms
+    (which training turns on) and at little cost.
     """
     num_levels = octaves[0].shape[1]
     level = index.round().long().clamp(0, num_levels * len(octaves) - 1)
@@ -124,11 +127,18 @@ def sample_scores(
         height, width = maps.shape[-2:]
         # Cell (i, j) of a stride-s map covers input pixels [s*j, s*(j+1)): its centre is s*j + (s-1)/2.
         cell = (xy[in_octave] - (stride - 1) / 2) / stride
-        grid = torch.stack([2 * cell[:, 0] / max(width - 1, 1) - 1, 2 * cell[:, 1] / max(height - 1, 1) - 1], dim=-1)
-        chosen = maps[batch[in_octave], level[in_octave] % num_levels]  # (n, h, w)
-        logits[in_octave] = F.grid_sample(
-            chosen[:, None], grid[:, None, None], align_corners=True, padding_mode="border"
-        )[:, 0, 0, 0]
+        x = cell[:, 0].clamp(0, width - 1)
+        y = cell[:, 1].clamp(0, height - 1)
+        x0, y0 = x.floor().long(), y.floor().long()
+        x1, y1 = (x0 + 1).clamp(max=width - 1), (y0 + 1).clamp(max=height - 1)
+        wx, wy = x - x0, y - y0
+        b, k = batch[in_octave], level[in_octave] % num_levels
+        logits[in_octave] = (
+            maps[b, k, y0, x0] * (1 - wx) * (1 - wy)
+            + maps[b, k, y0, x1] * wx * (1 - wy)
+            + maps[b, k, y1, x0] * (1 - wx) * wy
+            + maps[b, k, y1, x1] * wx * wy
+        )
     return logits
 
 

@@ -23,6 +23,9 @@ from msk.data.dataset import DetectorSamples, TrackTriplets
 from msk.data.patches import crop_patches, keypoint_orientation, keypoint_scale, oriented_lafs
 from msk.data.sfm import SfmConf
 from msk.data.targets import EMPTY, TRACKED, UNTRACKED, SampleConf
+from msk.detector import DetectorConf
+from msk.train.detector import DetectorTrainConf, train_detector
+from msk.weights import load_detector
 
 TRAIN = datasets_root() / "train"
 PAIRS = ["box", "castle"]
@@ -306,3 +309,18 @@ def test_show_writes_a_png(built, tmp_path):
     assert header[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
     assert width > 400 and height > 800
+
+
+def test_detector_training_is_reproducible_and_records_its_scale_space(built, tmp_path):
+    """Shipped weights must come back bit for bit from the documented command; a finer scale-space
+    (`msk train detector --sigma0 --num-octaves`) is kept in the weights, so extraction uses it."""
+    conf = DetectorTrainConf(steps=3, batch_size=2, repeatability_pairs=2)  # two threads, as shipped
+    finer = DetectorConf(sigma0=1.27, num_octaves=5)
+    paths = [tmp_path / f"{name}.pt" for name in ("first", "again", "finer")]
+    for path, model_conf in zip(paths, [DetectorConf(), DetectorConf(), finer]):
+        train_detector(built.output, built.scenes, path, conf, model_conf)
+    first, again, other = (torch.load(path, weights_only=True)["state_dict"] for path in paths)
+    assert all(torch.equal(first[key], again[key]) for key in first)
+    assert not all(torch.equal(first[key], other[key]) for key in first)  # same shapes, other targets
+    assert load_detector(paths[0]).conf == DetectorConf()
+    assert load_detector(paths[2]).conf == finer

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from colmap_plugin.datasets import datasets_root
+from msk.detector import DetectorConf
 from msk.visualize import show_keypoints
 from msk.weights import DESCRIPTOR_WEIGHTS, DETECTOR_WEIGHTS, MATCH_DECISION_WEIGHTS
 from reconstruction_eval.plots import plot_curves
@@ -58,7 +59,8 @@ def _run_matcher(args: argparse.Namespace) -> int:
 
 def _run_detector(args: argparse.Namespace) -> int:
     conf = DetectorTrainConf(steps=args.steps, seed=args.seed, num_threads=args.num_threads)
-    meta = train_detector(args.dataset, args.scenes, args.output, conf)
+    model_conf = DetectorConf(sigma0=args.sigma0, num_octaves=args.num_octaves)
+    meta = train_detector(args.dataset, args.scenes, args.output, conf, model_conf)
     print(f"validation {meta['validation']}; wrote {args.output}")
     return 0
 
@@ -114,6 +116,11 @@ def add_train_commands(subparsers) -> None:
     )
     detector.add_argument("--scenes", type=Path, default=datasets_root() / "train", help="the scenes it was built from")
     detector.add_argument("--steps", type=int, default=DetectorTrainConf.steps)
+    # Finer scale-spaces were measured and not shipped (MODEL_CARD.md): the option reproduces them.
+    detector.add_argument(
+        "--sigma0", type=float, default=DetectorConf.sigma0, help="scale (pixels) of the finest level"
+    )
+    detector.add_argument("--num-octaves", type=int, default=DetectorConf.num_octaves)
     detector.set_defaults(func=_run_detector)
 
 

@@ -138,7 +138,7 @@ def detector_loss(
     stats = {
         "recall": float((predicted & truth).sum() / truth.sum().clamp(min=1)),
         "precision": float((predicted & truth).sum() / predicted.sum().clamp(min=1)),
-        "offset_error_cells": float(offset_error.mean()),
+        "offset_error_cells": float(offset_error.detach().mean()),
     }
     return loss, stats
 
@@ -216,16 +216,19 @@ def validation_repeatability(
 
 
 def train_detector(
-    dataset: Path, scenes_dir: Path, output: Path = DETECTOR_WEIGHTS, conf: DetectorTrainConf = DetectorTrainConf()
+    dataset: Path,
+    scenes_dir: Path,
+    output: Path = DETECTOR_WEIGHTS,
+    conf: DetectorTrainConf = DetectorTrainConf(),
+    model_conf: DetectorConf = DetectorConf(),
 ) -> dict:
     generator = seed_everything(conf.seed, conf.num_threads)
-    torch.use_deterministic_algorithms(False)  # grid_sample's backward has no deterministic CPU kernel flag
     train_images = load_images(dataset, scenes_dir, "train", conf.max_image_size)
     val_images = load_images(dataset, scenes_dir, "val", conf.max_image_size)
     val_generator = torch.Generator().manual_seed(conf.seed + 1)
     val_batches = [random_crops(val_images, conf, val_generator) for _ in range(8)]
     val_pairs = homography_pairs(val_images, conf, val_generator)
-    model = MskDetector(DetectorConf())
+    model = MskDetector(model_conf)
     optimizer = torch.optim.AdamW(model.parameters(), lr=conf.learning_rate)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, conf.learning_rate, total_steps=conf.steps)
     augment_conf = AugmentConf(noise=0.01)
