@@ -1,15 +1,43 @@
-"""The data commands register on the `msk` parser, each with its handler as `func`."""
+"""The data and train commands register on the `msk` parser, each with its handler as `func`, and
+refuse missing inputs before any work starts."""
 
 import argparse
 from pathlib import Path
 
+import pytest
+
+from colmap_plugin.cli import EXIT_USAGE, main
 from msk.data.cli import add_data_commands
 
 
-def test_data_commands_register_on_a_parser():
+def test_data_commands_register_on_a_parser(tmp_path):
     parser = argparse.ArgumentParser(prog="msk")
     add_data_commands(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["data", "build", "scenes", "--output", "out.h5", "--max-points", "10"])
-    assert args.func.__name__ == "_run_build" and args.max_points == 10 and args.output == Path("out.h5")
-    args = parser.parse_args(["data", "show", "out.h5", "--output", "look.png"])
-    assert args.func.__name__ == "_run_show"
+    dataset = tmp_path / "out.h5"
+    dataset.touch()
+    args = parser.parse_args(["data", "build", str(tmp_path), "--output", "new.h5", "--max-points", "10"])
+    assert args.func.__name__ == "_run_build" and args.max_points == 10 and args.output == Path("new.h5")
+    args = parser.parse_args(["data", "show", str(dataset), "--output", "look.png"])
+    assert args.func.__name__ == "_run_show" and args.dataset == dataset
+
+
+@pytest.mark.parametrize(
+    "command, complaint",
+    [
+        (["train", "detector", "{missing}.h5"], "file not found"),
+        (["train", "detector", "{file}", "--scenes", "{missing}"], "folder not found"),
+        (["train", "matcher", "{file}", "--scenes", "{file}"], "is not a folder"),
+        (["train", "descriptor", "{folder}"], "is not a file"),
+        (["data", "build", "{missing}", "--output", "{folder}/new.h5"], "folder not found"),
+        (["data", "show", "{missing}.h5", "--output", "{folder}/look.png"], "file not found"),
+    ],
+)
+def test_missing_inputs_are_one_line_usage_errors(tmp_path, capsys, command, complaint):
+    file = tmp_path / "dataset.h5"
+    file.touch()
+    paths = {"missing": tmp_path / "missing", "file": file, "folder": tmp_path}
+    with pytest.raises(SystemExit) as exit:
+        main([part.format(**paths) for part in command])
+    assert exit.value.code == EXIT_USAGE
+    error = capsys.readouterr().err
+    assert error.startswith("msk: error:") and complaint in error and error.count("\n") == 1

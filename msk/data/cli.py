@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pycolmap
 
+from ..cli_args import existing_file, existing_folder
 from .build import BuildConf, build_dataset, format_summary
 from .patches import PatchConf
 from .sfm import SfmConf
@@ -42,7 +43,7 @@ def _run_show(args: argparse.Namespace) -> None:
 def _add_build(subparsers) -> None:
     sfm, sample = SfmConf(), SampleConf()
     p = subparsers.add_parser("build", help="build the self-supervised training set (HDF5) from a folder of scenes")
-    p.add_argument("scenes_dir", type=Path, help="folder of scenes, each a folder with images/")
+    p.add_argument("scenes_dir", type=existing_folder, help="folder of scenes, each a folder with images/")
     p.add_argument("--output", type=Path, required=True, help="DATASET.h5 to write")
     p.add_argument(
         "--work-dir",
@@ -63,7 +64,7 @@ def _add_build(subparsers) -> None:
 
 def _add_show(subparsers) -> None:
     p = subparsers.add_parser("show", help="PNG of random tracks and detector samples, to check a dataset by eye")
-    p.add_argument("dataset", type=Path, help="DATASET.h5")
+    p.add_argument("dataset", type=existing_file, help="DATASET.h5")
     p.add_argument("--output", type=Path, required=True, help="PNG to write")
     p.add_argument("--split", choices=["train", "val", "all"], default="all")
     p.add_argument("--tracks", type=int, default=12, help="tracks to show, one per row")

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from colmap_plugin.datasets import datasets_root
+from msk.cli_args import existing_file, existing_folder
 from msk.detector import DetectorConf
 from msk.visualize import show_keypoints
 from msk.weights import DESCRIPTOR_WEIGHTS, DETECTOR_WEIGHTS, MATCH_DECISION_WEIGHTS
@@ -68,7 +69,7 @@ def _run_detector(args: argparse.Namespace) -> int:
 def _add_network_parser(commands, name: str, help: str, dataset_help: str, output: Path) -> argparse.ArgumentParser:
     """A `train NAME` parser with what every network's training takes."""
     parser = commands.add_parser(name, help=help)
-    parser.add_argument("dataset", type=Path, help=dataset_help)
+    parser.add_argument("dataset", type=existing_file, help=dataset_help)
     parser.add_argument("--output", type=Path, default=output)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-threads", type=int, default=2)
@@ -101,8 +102,10 @@ def add_train_commands(subparsers) -> None:
         "DATASET.h5 from `msk data build` (its splits and SfM cache)",
         MATCH_DECISION_WEIGHTS,
     )
-    matcher.add_argument("--scenes", type=Path, default=datasets_root() / "train", help="the scenes it was built from")
-    matcher.add_argument("--descriptor", type=Path, default=DESCRIPTOR_WEIGHTS)
+    matcher.add_argument(
+        "--scenes", type=existing_folder, default=str(datasets_root() / "train"), help="the scenes it was built from"
+    )
+    matcher.add_argument("--descriptor", type=existing_file, default=str(DESCRIPTOR_WEIGHTS))
     matcher.add_argument("--epochs", type=int, default=MatcherTrainConf.epochs)
     matcher.add_argument("--plot", type=Path, help="PNG of the validation precision/recall curves")
     matcher.set_defaults(func=_run_matcher)
@@ -114,7 +117,9 @@ def add_train_commands(subparsers) -> None:
         "DATASET.h5 from `msk data build` (its detector samples)",
         DETECTOR_WEIGHTS,
     )
-    detector.add_argument("--scenes", type=Path, default=datasets_root() / "train", help="the scenes it was built from")
+    detector.add_argument(
+        "--scenes", type=existing_folder, default=str(datasets_root() / "train"), help="the scenes it was built from"
+    )
     detector.add_argument("--steps", type=int, default=DetectorTrainConf.steps)
     # Finer scale-spaces were measured and not shipped (MODEL_CARD.md): the option reproduces them.
     detector.add_argument(
