@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pycolmap
 
+from .cli_args import positive_int
 from .database import CAMERA_MODES, DatabaseError, open_database
 from .extraction import ExtractionConf, FeatureKindMismatchError, extract_features
 from .features import BackendUnavailableError, available_methods
@@ -37,12 +38,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"msk: error: {message} (see `{self.prog} --help`)\n")
 
 
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(text)
-
-
 def _image_dir(path: str) -> Path:
     folder = Path(path)
     if not folder.is_dir():
@@ -64,9 +59,9 @@ def _add_extraction_options(parser: argparse.ArgumentParser) -> None:
         "--method", default=ExtractionConf.method, choices=available_methods(), help="feature extractor"
     )
     parser.add_argument(
-        "--max-size", type=_positive_int, default=ExtractionConf.max_size, help="long image side for extraction"
+        "--max-size", type=positive_int, default=ExtractionConf.max_size, help="long image side for extraction"
     )
-    parser.add_argument("--max-keypoints", type=_positive_int, help="keypoints per image (method default)")
+    parser.add_argument("--max-keypoints", type=positive_int, help="keypoints per image (method default)")
     parser.add_argument(
         "--upright", action="store_true", help="no keypoint orientations: for photos never turned in-plane"
     )
@@ -77,7 +72,7 @@ def _add_extraction_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_workers_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--workers", type=_positive_int, help="images or pairs worked on at once (default: one per CPU core, up to 8)"
+        "--workers", type=positive_int, help="images or pairs worked on at once (default: one per CPU core, up to 8)"
     )
 
 

@@ -311,9 +311,18 @@ def test_show_writes_a_png(built, tmp_path):
     assert width > 400 and height > 800
 
 
-def test_detector_training_is_reproducible_and_records_its_scale_space(built, tmp_path):
-    """Shipped weights must come back bit for bit from the documented command; a finer scale-space
-    (`msk train detector --sigma0 --num-octaves`) is kept in the weights, so extraction uses it."""
+@pytest.fixture
+def torch_settings():
+    """Training sets PyTorch's thread count and deterministic algorithms for the process: put them back."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)
+
+
+def test_detector_training_is_reproducible_and_records_its_scale_space(built, tmp_path, torch_settings):
+    """The same seed trains the same weights, bit for bit (as the shipped ones are reproduced); a finer
+    scale-space (`msk train detector --sigma0 --num-octaves`) is kept in the weights, so extraction uses it."""
     conf = DetectorTrainConf(steps=3, batch_size=2, repeatability_pairs=2)  # two threads, as shipped
     finer = DetectorConf(sigma0=1.27, num_octaves=5)
     paths = [tmp_path / f"{name}.pt" for name in ("first", "again", "finer")]

@@ -1,5 +1,5 @@
 """The data and train commands register on the `msk` parser, each with its handler as `func`, and
-refuse missing inputs before any work starts."""
+refuse missing inputs and bad numbers before any work starts."""
 
 import argparse
 from pathlib import Path
@@ -30,14 +30,16 @@ def test_data_commands_register_on_a_parser(tmp_path):
         (["train", "descriptor", "{folder}"], "is not a file"),
         (["data", "build", "{missing}", "--output", "{folder}/new.h5"], "folder not found"),
         (["data", "show", "{missing}.h5", "--output", "{folder}/look.png"], "file not found"),
+        (["train", "detector", "{file}", "--scenes", "{folder}", "--sigma0", "-1"], "positive number"),
+        (["train", "detector", "{file}", "--scenes", "{folder}", "--num-octaves", "0"], "positive integer"),
     ],
 )
 def test_missing_inputs_are_one_line_usage_errors(tmp_path, capsys, command, complaint):
     file = tmp_path / "dataset.h5"
     file.touch()
     paths = {"missing": tmp_path / "missing", "file": file, "folder": tmp_path}
-    with pytest.raises(SystemExit) as exit:
+    with pytest.raises(SystemExit) as raised:
         main([part.format(**paths) for part in command])
-    assert exit.value.code == EXIT_USAGE
+    assert raised.value.code == EXIT_USAGE
     error = capsys.readouterr().err
     assert error.startswith("msk: error:") and complaint in error and error.count("\n") == 1

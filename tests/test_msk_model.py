@@ -66,6 +66,20 @@ class FixedScaleSpace(torch.nn.Module):
         return self.octaves
 
 
+def test_sample_scores_interpolate_between_cells_and_clamp_at_the_border():
+    # Octave 0 (stride 2): cell (i, j) is centred on input pixel (2 j + 0.5, 2 i + 0.5).
+    maps = torch.zeros(1, 3, 2, 3)
+    maps[0, 1] = torch.tensor([[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]])  # level 1: value = 3 row + col
+    thin = torch.tensor([[[[7.0], [9.0]]]]).expand(1, 3, 2, 1)  # a map one cell wide
+    xy = torch.tensor([[1.5, 1.5], [2.5, 0.5], [-10.0, 0.5], [50.0, 50.0]])  # centre-origin input pixels
+    index = torch.ones(4)  # level 1
+    values = sample_scores([maps], xy, index, torch.zeros(4, dtype=torch.long))
+    # (0.5, 0.5) cells: the mean of the four; (1, 0): a cell; left of the map: column 0; far out: the corner.
+    torch.testing.assert_close(values, torch.tensor([2.0, 1.0, 0.0, 5.0]))
+    values = sample_scores([thin], torch.tensor([[30.0, 1.5]]), index[:1], torch.zeros(1, dtype=torch.long))
+    torch.testing.assert_close(values, torch.tensor([8.0]))
+
+
 def test_detection_and_training_agree_on_where_a_peak_is():
     conf = DetectorConf()
     octaves = [torch.full((1, 3, 64 // 2**o, 96 // 2**o), -5.0) for o in range(2)]

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pycolmap
 
-from ..cli_args import existing_file, existing_folder
+from colmap_plugin.cli_args import existing_file, existing_folder
+
 from .build import BuildConf, build_dataset, format_summary
 from .patches import PatchConf
 from .sfm import SfmConf

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from colmap_plugin.cli_args import existing_file, existing_folder, positive_float, positive_int
 from colmap_plugin.datasets import datasets_root
-from msk.cli_args import existing_file, existing_folder
 from msk.detector import DetectorConf
 from msk.visualize import show_keypoints
 from msk.weights import DESCRIPTOR_WEIGHTS, DETECTOR_WEIGHTS, MATCH_DECISION_WEIGHTS
@@ -123,9 +123,11 @@ def add_train_commands(subparsers) -> None:
     detector.add_argument("--steps", type=int, default=DetectorTrainConf.steps)
     # Finer scale-spaces were measured and not shipped (MODEL_CARD.md): the option reproduces them.
     detector.add_argument(
-        "--sigma0", type=float, default=DetectorConf.sigma0, help="scale (pixels) of the finest level"
+        "--sigma0", type=positive_float, default=DetectorConf.sigma0, help="scale (pixels) of the finest level"
     )
-    detector.add_argument("--num-octaves", type=int, default=DetectorConf.num_octaves)
+    detector.add_argument(
+        "--num-octaves", type=positive_int, default=DetectorConf.num_octaves, help="octaves of the image pyramid"
+    )
     detector.set_defaults(func=_run_detector)
 
 

@@ -1,0 +1,35 @@
+"""Argument types of the `msk` commands: a missing input or a bad number is a usage error (one
+`msk: error:` line, exit code 2) before any work starts, not a traceback minutes later."""
+
+import argparse
+from pathlib import Path
+
+
+def existing_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{path} is not a file" if path.exists() else f"file not found: {path}")
+    return path
+
+
+def existing_folder(text: str) -> Path:
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is not a folder" if path.exists() else f"folder not found: {path}")
+    return path
+
+
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
