@@ -2,6 +2,7 @@
 `msk: error:` line, exit code 2) before any work starts, not a traceback minutes later."""
 
 import argparse
+import math
 from pathlib import Path
 
 
@@ -29,7 +30,7 @@ def positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        value = 0.0
-    if not value > 0 or value == float("inf"):
+        value = math.nan
+    if not 0 < value < math.inf:  # NaN fails too
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value

@@ -76,6 +76,13 @@ def _add_network_parser(commands, name: str, help: str, dataset_help: str, outpu
     return parser
 
 
+def _add_scenes_option(parser: argparse.ArgumentParser) -> None:
+    """`--scenes`: the scene folders a dataset was built from, for trainings that read their images."""
+    parser.add_argument(
+        "--scenes", type=existing_folder, default=str(datasets_root() / "train"), help="the scenes it was built from"
+    )
+
+
 def add_train_commands(subparsers) -> None:
     """Register `train descriptor|matcher|detector` on an argparse subparsers object."""
     train = subparsers.add_parser("train", help="train the MSK networks from an `msk data build` dataset")
@@ -102,9 +109,7 @@ def add_train_commands(subparsers) -> None:
         "DATASET.h5 from `msk data build` (its splits and SfM cache)",
         MATCH_DECISION_WEIGHTS,
     )
-    matcher.add_argument(
-        "--scenes", type=existing_folder, default=str(datasets_root() / "train"), help="the scenes it was built from"
-    )
+    _add_scenes_option(matcher)
     matcher.add_argument("--descriptor", type=existing_file, default=str(DESCRIPTOR_WEIGHTS))
     matcher.add_argument("--epochs", type=int, default=MatcherTrainConf.epochs)
     matcher.add_argument("--plot", type=Path, help="PNG of the validation precision/recall curves")
@@ -117,9 +122,7 @@ def add_train_commands(subparsers) -> None:
         "DATASET.h5 from `msk data build` (its detector samples)",
         DETECTOR_WEIGHTS,
     )
-    detector.add_argument(
-        "--scenes", type=existing_folder, default=str(datasets_root() / "train"), help="the scenes it was built from"
-    )
+    _add_scenes_option(detector)
     detector.add_argument("--steps", type=int, default=DetectorTrainConf.steps)
     # Finer scale-spaces were measured and not shipped (MODEL_CARD.md): the option reproduces them.
     detector.add_argument(
