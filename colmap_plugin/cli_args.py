@@ -26,6 +26,23 @@ def positive_int(text: str) -> int:
     return int(text)
 
 
+def thread_count(text: str) -> int:
+    """A positive number of threads, or -1 for all cores (COLMAP's convention)."""
+    if text != "-1" and not (text.isdigit() and int(text) >= 1):
+        raise argparse.ArgumentTypeError(f"expected a positive number of threads or -1 (all cores), got {text!r}")
+    return int(text)
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= 1:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"expected a fraction from 0 to 1, got {text!r}")
+    return value
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)

@@ -9,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+from colmap_plugin.cli_args import positive_int
 from colmap_plugin.database import CAMERA_MODES
 from colmap_plugin.features import available_methods
 from colmap_plugin.pairs import PairsError
@@ -62,10 +63,14 @@ def _add_common_options(parser: argparse.ArgumentParser, reconstruction: bool) -
         default=None,
         help=f"comma-separated plugin methods (default: all of {','.join(available_methods())})",
     )
-    parser.add_argument("--max-size", type=int, default=RunConf.max_size, help="long image side for extraction")
+    parser.add_argument(
+        "--max-size", type=positive_int, default=RunConf.max_size, help="long image side for extraction"
+    )
     if reconstruction:
         parser.add_argument(
-            "--max-keypoints", type=int, help="keypoints per image of the plugin methods (default: each method's)"
+            "--max-keypoints",
+            type=positive_int,
+            help="keypoints per image of the plugin methods (default: each method's)",
         )
         parser.add_argument("--pairs", default=RunConf.pairs, help="exhaustive | sequential[:N] | PAIRS_FILE")
         parser.add_argument("--mapper", default=RunConf.mapper, choices=MAPPERS)
@@ -217,7 +222,7 @@ def add_eval_commands(commands: argparse._SubParsersAction) -> None:
     homography.add_argument("dataset", help="folder with images/{name}A.*, images/{name}B.*, gt/{name}_H_AtoB.txt")
     homography.add_argument(
         "--max-keypoints",
-        type=int,
+        type=positive_int,
         default=HomographyBenchConf.max_keypoints,
         help="keypoint budget, the same for every method",
     )
@@ -230,8 +235,8 @@ def add_eval_commands(commands: argparse._SubParsersAction) -> None:
     rotation.add_argument("dataset", help="homography dataset folder (as for `bench homography`)")
     rotation.add_argument("--output", required=True, help="folder for report.json, report.md, figure and images")
     rotation.add_argument("--angles", type=angle_list, default=RotationBenchConf.angles, help="degrees, e.g. 0,45,90")
-    rotation.add_argument("--max-keypoints", type=int, default=HomographyBenchConf.max_keypoints)
-    rotation.add_argument("--max-size", type=int, default=HomographyBenchConf.max_size)
+    rotation.add_argument("--max-keypoints", type=positive_int, default=HomographyBenchConf.max_keypoints)
+    rotation.add_argument("--max-size", type=positive_int, default=HomographyBenchConf.max_size)
     rotation.add_argument("--json", action="store_true", help="print report.json instead of the table")
     rotation.set_defaults(func=cmd_bench_rotation)
 
@@ -246,13 +251,13 @@ def add_eval_commands(commands: argparse._SubParsersAction) -> None:
     )
     false_pairs.add_argument("scene_a", help="image folder of one scene")
     false_pairs.add_argument("scene_b", help="image folder of another scene (no view overlaps scene a)")
-    false_pairs.add_argument("--max-images", type=int, default=FalsePairsConf.max_images, help="per scene")
+    false_pairs.add_argument("--max-images", type=positive_int, default=FalsePairsConf.max_images, help="per scene")
     _add_common_options(false_pairs, reconstruction=True)
     false_pairs.set_defaults(func=cmd_bench_false_pairs)
 
     speed = benchmarks.add_parser("speed", help="extraction time per image: COLMAP's SIFT and each method, one run")
     speed.add_argument("images", help="image folder")
-    speed.add_argument("--max-images", type=int, default=SpeedConf.max_images)
+    speed.add_argument("--max-images", type=positive_int, default=SpeedConf.max_images)
     speed.add_argument(
         "--max-keypoints",
         type=budget_list,

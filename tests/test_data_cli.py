@@ -32,9 +32,15 @@ def test_data_commands_register_on_a_parser(tmp_path):
         (["data", "show", "{missing}.h5", "--output", "{folder}/look.png"], "file not found"),
         (["train", "detector", "{file}", "--scenes", "{folder}", "--sigma0", "-1"], "positive number"),
         (["train", "detector", "{file}", "--scenes", "{folder}", "--num-octaves", "0"], "positive integer"),
+        (["train", "descriptor", "{file}", "--steps", "0"], "positive integer"),
+        (["train", "matcher", "{file}", "--scenes", "{folder}", "--num-threads", "-1"], "positive integer"),
+        (["data", "build", "{folder}", "--output", "{folder}/new.h5", "--num-threads", "0"], "or -1 (all cores)"),
+        (["data", "build", "{folder}", "--output", "{folder}/new.h5", "--val-fraction", "nan"], "fraction from 0 to 1"),
+        (["data", "build", "{folder}", "--output", "{folder}/new.h5", "--patch-size", "-32"], "positive integer"),
+        (["show", "keypoints", "{missing}.jpg", "--output", "{folder}/look.png"], "file not found"),
     ],
 )
-def test_missing_inputs_are_one_line_usage_errors(tmp_path, capsys, command, complaint):
+def test_missing_inputs_and_bad_numbers_are_one_line_usage_errors(tmp_path, capsys, command, complaint):
     file = tmp_path / "dataset.h5"
     file.touch()
     paths = {"missing": tmp_path / "missing", "file": file, "folder": tmp_path}

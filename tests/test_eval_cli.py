@@ -32,6 +32,14 @@ def test_unusable_input_exits_with_code_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         run_cli("compare", tmp_path / "images", "--output", tmp_path / "out", "--methods", "sift,nonsense")
     assert exit_info.value.code == EXIT_USAGE
+    for command, bad_number in (
+        (["compare"], ["--max-keypoints", "0"]),
+        (["compare"], ["--max-size", "-1"]),
+        (["bench", "speed"], ["--max-images", "0"]),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli(*command, tmp_path / "images", "--output", tmp_path / "out", *bad_number)
+        assert exit_info.value.code == EXIT_USAGE
     for budgets in ("0", "4096,many", ""):
         with pytest.raises(SystemExit):
             run_cli("bench", "speed", tmp_path / "images", "--output", tmp_path / "out", "--max-keypoints", budgets)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pycolmap
 
-from colmap_plugin.cli_args import existing_file, existing_folder
+from colmap_plugin.cli_args import existing_file, existing_folder, fraction, positive_int, thread_count
 
 from .build import BuildConf, build_dataset, format_summary
 from .patches import PatchConf
@@ -53,12 +53,12 @@ def _add_build(subparsers) -> None:
         "An existing reconstruction is reused from <scene>/{database.db,sparse/} or <work-dir>/sfm/<scene>/",
     )
     p.add_argument("--scenes", nargs="+", help="only these scene names")
-    p.add_argument("--max-image-size", type=int, default=sfm.max_image_size, help="SIFT image size")
-    p.add_argument("--num-threads", type=int, default=sfm.num_threads, help="COLMAP threads (-1: all cores)")
-    p.add_argument("--patch-size", type=int, default=PatchConf().patch_size)
-    p.add_argument("--max-points", type=int, default=sample.max_points_per_scene, help="tracks kept per scene")
-    p.add_argument("--max-views", type=int, default=sample.max_views_per_point, help="patches kept per track")
-    p.add_argument("--val-fraction", type=float, default=BuildConf().val_fraction)
+    p.add_argument("--max-image-size", type=positive_int, default=sfm.max_image_size, help="SIFT image size")
+    p.add_argument("--num-threads", type=thread_count, default=sfm.num_threads, help="COLMAP threads (-1: all cores)")
+    p.add_argument("--patch-size", type=positive_int, default=PatchConf().patch_size)
+    p.add_argument("--max-points", type=positive_int, default=sample.max_points_per_scene, help="tracks kept per scene")
+    p.add_argument("--max-views", type=positive_int, default=sample.max_views_per_point, help="patches kept per track")
+    p.add_argument("--val-fraction", type=fraction, default=BuildConf().val_fraction)
     p.add_argument("--seed", type=int, default=BuildConf().seed)
     p.set_defaults(func=_run_build)
 
@@ -68,7 +68,7 @@ def _add_show(subparsers) -> None:
     p.add_argument("dataset", type=existing_file, help="DATASET.h5")
     p.add_argument("--output", type=Path, required=True, help="PNG to write")
     p.add_argument("--split", choices=["train", "val", "all"], default="all")
-    p.add_argument("--tracks", type=int, default=12, help="tracks to show, one per row")
+    p.add_argument("--tracks", type=positive_int, default=12, help="tracks to show, one per row")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_run_show)
 

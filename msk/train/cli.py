@@ -72,7 +72,7 @@ def _add_network_parser(commands, name: str, help: str, dataset_help: str, outpu
     parser.add_argument("dataset", type=existing_file, help=dataset_help)
     parser.add_argument("--output", type=Path, default=output)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num-threads", type=int, default=2)
+    parser.add_argument("--num-threads", type=positive_int, default=2)
     return parser
 
 
@@ -91,11 +91,11 @@ def add_train_commands(subparsers) -> None:
     descriptor = _add_network_parser(
         commands, "descriptor", "the triplet descriptor network", "DATASET.h5 from `msk data build`", DESCRIPTOR_WEIGHTS
     )
-    descriptor.add_argument("--steps", type=int, default=DescriptorTrainConf.steps)
-    descriptor.add_argument("--batch-tracks", type=int, default=DescriptorTrainConf.batch_tracks)
+    descriptor.add_argument("--steps", type=positive_int, default=DescriptorTrainConf.steps)
+    descriptor.add_argument("--batch-tracks", type=positive_int, default=DescriptorTrainConf.batch_tracks)
     descriptor.add_argument(
         "--channels",
-        type=int,
+        type=positive_int,
         nargs=2,
         default=DescriptorTrainConf.channels,
         help="widths of the two convolution stages",
@@ -111,7 +111,7 @@ def add_train_commands(subparsers) -> None:
     )
     _add_scenes_option(matcher)
     matcher.add_argument("--descriptor", type=existing_file, default=str(DESCRIPTOR_WEIGHTS))
-    matcher.add_argument("--epochs", type=int, default=MatcherTrainConf.epochs)
+    matcher.add_argument("--epochs", type=positive_int, default=MatcherTrainConf.epochs)
     matcher.add_argument("--plot", type=Path, help="PNG of the validation precision/recall curves")
     matcher.set_defaults(func=_run_matcher)
 
@@ -123,7 +123,7 @@ def add_train_commands(subparsers) -> None:
         DETECTOR_WEIGHTS,
     )
     _add_scenes_option(detector)
-    detector.add_argument("--steps", type=int, default=DetectorTrainConf.steps)
+    detector.add_argument("--steps", type=positive_int, default=DetectorTrainConf.steps)
     # Finer scale-spaces were measured and not shipped (MODEL_CARD.md): the option reproduces them.
     detector.add_argument(
         "--sigma0", type=positive_float, default=DetectorConf.sigma0, help="scale (pixels) of the finest level"
@@ -145,8 +145,10 @@ def add_show_commands(subparsers) -> None:
     show = subparsers.add_parser("show", help="pictures of what the MSK model sees")
     commands = show.add_subparsers(dest="show_command", required=True)
     keypoints = commands.add_parser("keypoints", help="keypoints by scale and the score map of every level")
-    keypoints.add_argument("image", type=Path, nargs="?", help="default: a synthetic scene of blobs of 5 sizes")
+    keypoints.add_argument(
+        "image", type=existing_file, nargs="?", help="default: a synthetic scene of blobs of 5 sizes"
+    )
     keypoints.add_argument("--output", type=Path, required=True, help="PNG to write")
-    keypoints.add_argument("--max-size", type=int, default=1024)
-    keypoints.add_argument("--max-keypoints", type=int, default=1024)
+    keypoints.add_argument("--max-size", type=positive_int, default=1024)
+    keypoints.add_argument("--max-keypoints", type=positive_int, default=1024)
     keypoints.set_defaults(func=_run_show_keypoints)
