@@ -28,26 +28,33 @@ def positive_int(text: str) -> int:
 
 def thread_count(text: str) -> int:
     """A positive number of threads, or -1 for all cores (COLMAP's convention)."""
-    if text != "-1" and not (text.isdigit() and int(text) >= 1):
-        raise argparse.ArgumentTypeError(f"expected a positive number of threads or -1 (all cores), got {text!r}")
-    return int(text)
+    if text == "-1":
+        return -1
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number of threads or -1 (all cores), got {text!r}"
+        ) from None
+
+
+def _float_or_nan(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
 
 
 def fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
+    """A number from 0 to 1, both included."""
+    value = _float_or_nan(text)
     if not 0 <= value <= 1:  # NaN fails too
         raise argparse.ArgumentTypeError(f"expected a fraction from 0 to 1, got {text!r}")
     return value
 
 
 def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
+    value = _float_or_nan(text)
     if not 0 < value < math.inf:  # NaN fails too
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value

@@ -6,10 +6,12 @@ COMPARE_DIR is one scene's `msk compare` output made with --gt and estimated int
 runs/<method>/sparse). COLMAP holds each camera's principal point at the image centre; the Strecha
 cameras' lies 11.5 px off it, and bundle adjustment can only absorb that by tilting the cameras.
 Per method, the relative pose AUC and mean error are printed three ways: as mapped; after bundle
-adjustment of the mapped model (the control: it should change nothing); and after bundle adjustment
-with each camera's principal point set to the ground truth's, focal length and distortion still
-estimated. The correlation column is that of the two methods' per-pair errors: near 1 when a bias
-both share decides them. (pycolmap's bundle adjustment turns COLMAP's log back on: hence 2>/dev/null.)
+adjustment of the mapped model (the control: the incremental mapper ends with the same adjustment, so
+its models do not move, while the global mapper's do a little); and after bundle adjustment with each
+camera's principal point set to the ground truth's, focal length and distortion still estimated:
+compare this row with the control. The correlation column is that of the two methods' per-pair
+errors: near 1 when a bias both share decides them. (pycolmap's bundle adjustment turns COLMAP's log
+back on: hence 2>/dev/null.)
 """
 
 import json
@@ -29,8 +31,12 @@ def adjusted(model_path: Path, gt: pycolmap.Reconstruction | None) -> pycolmap.R
     model = pycolmap.Reconstruction(model_path)
     if gt is not None:
         gt_cameras = {image.name: gt.cameras[image.camera_id] for image in gt.images.values()}
-        for image in model.images.values():
-            camera, gt_camera = model.cameras[image.camera_id], gt_cameras[image.name]
+        for camera_id, camera in model.cameras.items():
+            # A camera shared by several images takes the ground truth's camera of its first one.
+            names = [image.name for image in model.images.values() if image.camera_id == camera_id]
+            gt_camera = next((gt_cameras[name] for name in names if name in gt_cameras), None)
+            if gt_camera is None:  # none of its images has a ground truth: it keeps its principal point
+                continue
             camera.principal_point_x = gt_camera.principal_point_x * camera.width / gt_camera.width
             camera.principal_point_y = gt_camera.principal_point_y * camera.height / gt_camera.height
     options = pycolmap.BundleAdjustmentOptions()
@@ -46,6 +52,8 @@ def main(compare_dirs: list[Path]) -> None:
             sys.exit(f"{compare_dir}: needs a compare run with --gt and estimated intrinsics")
         gt = pycolmap.Reconstruction(report["gt"])
         methods = [name for name, run in report["methods"].items() if run["error"] is None]
+        if not methods:
+            sys.exit(f"{compare_dir}: no method built a model")
         errors = {}
         for method in methods:
             sparse = compare_dir / "runs" / method / "sparse"

@@ -17,6 +17,8 @@ def test_data_commands_register_on_a_parser(tmp_path):
     dataset.touch()
     args = parser.parse_args(["data", "build", str(tmp_path), "--output", "new.h5", "--max-points", "10"])
     assert args.func.__name__ == "_run_build" and args.max_points == 10 and args.output == Path("new.h5")
+    args = parser.parse_args(["data", "build", str(tmp_path), "--output", "new.h5", "--num-threads", "-1"])
+    assert args.num_threads == -1  # COLMAP's "all cores"
     args = parser.parse_args(["data", "show", str(dataset), "--output", "look.png"])
     assert args.func.__name__ == "_run_show" and args.dataset == dataset
 
@@ -36,6 +38,7 @@ def test_data_commands_register_on_a_parser(tmp_path):
         (["train", "matcher", "{file}", "--scenes", "{folder}", "--num-threads", "-1"], "positive integer"),
         (["data", "build", "{folder}", "--output", "{folder}/new.h5", "--num-threads", "0"], "or -1 (all cores)"),
         (["data", "build", "{folder}", "--output", "{folder}/new.h5", "--val-fraction", "nan"], "fraction from 0 to 1"),
+        (["data", "build", "{folder}", "--output", "{folder}/new.h5", "--val-fraction", "1.5"], "fraction from 0 to 1"),
         (["data", "build", "{folder}", "--output", "{folder}/new.h5", "--patch-size", "-32"], "positive integer"),
         (["show", "keypoints", "{missing}.jpg", "--output", "{folder}/look.png"], "file not found"),
     ],

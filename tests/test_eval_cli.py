@@ -39,7 +39,7 @@ def test_unusable_input_exits_with_code_2(tmp_path, capsys):
     ):
         with pytest.raises(SystemExit) as exit_info:
             run_cli(*command, tmp_path / "images", "--output", tmp_path / "out", *bad_number)
-        assert exit_info.value.code == EXIT_USAGE
+        assert exit_info.value.code == EXIT_USAGE and "expected a positive integer" in capsys.readouterr().err
     for budgets in ("0", "4096,many", ""):
         with pytest.raises(SystemExit):
             run_cli("bench", "speed", tmp_path / "images", "--output", tmp_path / "out", "--max-keypoints", budgets)
