@@ -31,12 +31,14 @@ def adjusted(model_path: Path, gt: pycolmap.Reconstruction | None) -> pycolmap.R
     model = pycolmap.Reconstruction(model_path)
     if gt is not None:
         gt_cameras = {image.name: gt.cameras[image.camera_id] for image in gt.images.values()}
-        for camera_id, camera in model.cameras.items():
-            # A camera shared by several images takes the ground truth's camera of its first one.
-            names = [image.name for image in model.images.values() if image.camera_id == camera_id]
-            gt_camera = next((gt_cameras[name] for name in names if name in gt_cameras), None)
-            if gt_camera is None:  # none of its images has a ground truth: it keeps its principal point
-                continue
+        # A camera shared by several images takes the ground truth's camera of its first image that has
+        # one; a camera none of whose images has a ground truth keeps its principal point.
+        truth_of_camera = {}
+        for image in model.images.values():
+            if image.name in gt_cameras:
+                truth_of_camera.setdefault(image.camera_id, gt_cameras[image.name])
+        for camera_id, gt_camera in truth_of_camera.items():
+            camera = model.cameras[camera_id]
             camera.principal_point_x = gt_camera.principal_point_x * camera.width / gt_camera.width
             camera.principal_point_y = gt_camera.principal_point_y * camera.height / gt_camera.height
     options = pycolmap.BundleAdjustmentOptions()
