@@ -1,12 +1,14 @@
-# Fresh clone: `make demo` reconstructs the sample scene, `make test` runs the suite.
+# Fresh clone: `make demo` reconstructs the sample scene, `make test` runs the suite,
+# `make weights` rebuilds the training set and retrains the shipped weights (msk/weights/).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-SCENE ?= ../shared/datasets/eval/fountain-P11/images
+DATASETS ?= $(or $(MSK_DATASETS),../shared/datasets)
+SCENE ?= $(DATASETS)/eval/fountain-P11/images
 DEMO_OUT ?= outputs/demo
 DEMO_ARGS ?= --max-size 1024
 
-.PHONY: install test demo clean
+.PHONY: install test demo weights clean
 
 $(BIN)/msk: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +24,13 @@ test: install
 
 demo: install
 	$(BIN)/msk run $(SCENE) --output $(DEMO_OUT) $(DEMO_ARGS)
+
+# Each step is seeded and deterministic: the same files on the same machine (MODEL_CARD.md).
+weights: install
+	$(BIN)/msk data build $(DATASETS)/train --output outputs/train.h5
+	$(BIN)/msk train descriptor outputs/train.h5
+	$(BIN)/msk train matcher outputs/train.h5 --scenes $(DATASETS)/train --plot docs/img/match_decision_pr.png
+	$(BIN)/msk train detector outputs/train.h5 --scenes $(DATASETS)/train
 
 clean:
 	rm -rf $(VENV) outputs

@@ -54,7 +54,12 @@ def _add_build(subparsers) -> None:
     )
     p.add_argument("--scenes", nargs="+", help="only these scene names")
     p.add_argument("--max-image-size", type=positive_int, default=sfm.max_image_size, help="SIFT image size")
-    p.add_argument("--num-threads", type=thread_count, default=sfm.num_threads, help="COLMAP threads (-1: all cores)")
+    p.add_argument(
+        "--num-threads",
+        type=thread_count,
+        default=sfm.num_threads,
+        help="COLMAP extraction and matching threads (-1: all cores; the mapper uses one, for a reproducible model)",
+    )
     p.add_argument("--patch-size", type=positive_int, default=PatchConf().patch_size)
     p.add_argument("--max-points", type=positive_int, default=sample.max_points_per_scene, help="tracks kept per scene")
     p.add_argument("--max-views", type=positive_int, default=sample.max_views_per_point, help="patches kept per track")

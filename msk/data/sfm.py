@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pycolmap
 
+from colmap_plugin.database import import_images
+
 from .scenes import PAIR_SEPARATOR, Scene
 
 logger = logging.getLogger(__name__)
@@ -43,8 +45,11 @@ VERIFIED_CONFIGS = {
 class SfmConf:
     max_image_size: int = 1600  # SIFT runs on images downscaled to this; keypoints come back in full resolution
     max_num_features: int = 8192
-    num_threads: int = -1  # -1: all cores
-    random_seed: int = 0  # fixed RANSAC seeds, so a rebuild gives the same model (up to thread timing)
+    num_threads: int = -1  # extraction and matching (their results do not depend on it); -1: all cores
+    # Fixed RANSAC seeds (verification and mapping) and a single-threaded mapper: with more threads the
+    # model changed from build to build (lund registered 16 of 29 images in one build and 25 in the next).
+    random_seed: int = 0
+    mapper_threads: int = 1
     # Initial pair: COLMAP's defaults (16 degrees, 0.95) reject forward motion. Measured: on the
     # street sequence `lund` they map 2 of 29 images, these 23; the other scenes map as before.
     init_min_tri_angle: float = 8.0
@@ -128,6 +133,9 @@ def reconstruct(scene: Scene, sfm_dir: Path, conf: SfmConf) -> Reconstruction:
     shutil.rmtree(work, ignore_errors=True)
     (work / "sparse").mkdir(parents=True)
     database = work / "database.db"
+    # Imported first, the images are numbered in name order; the threaded extractor would number them in
+    # the order its threads finish, which changes pair orientation, RANSAC samples and the model.
+    import_images(database, scene.image_dir, list(scene.image_names))
     extraction = pycolmap.FeatureExtractionOptions()
     extraction.max_image_size = conf.max_image_size
     extraction.num_threads = conf.num_threads
@@ -141,12 +149,16 @@ def reconstruct(scene: Scene, sfm_dir: Path, conf: SfmConf) -> Reconstruction:
     )
     matching = pycolmap.FeatureMatchingOptions()
     matching.num_threads = conf.num_threads
-    pycolmap.match_exhaustive(database, matching_options=matching, device=pycolmap.Device.cpu)
+    verification = pycolmap.TwoViewGeometryOptions()
+    verification.ransac.random_seed = conf.random_seed
+    pycolmap.match_exhaustive(
+        database, matching_options=matching, verification_options=verification, device=pycolmap.Device.cpu
+    )
     # COLMAP's mapper cannot map two images: it triangulates its initial pair ignoring tracks
     # seen by only two images, which are all tracks of a pair (load_tracks uses the matches).
     if len(scene.image_names) > 2:
         mapping = pycolmap.IncrementalPipelineOptions()
-        mapping.num_threads = conf.num_threads
+        mapping.num_threads = conf.mapper_threads
         mapping.random_seed = conf.random_seed
         mapping.extract_colors = False
         mapping.min_model_size = conf.min_model_size
