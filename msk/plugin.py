@@ -33,7 +33,8 @@ from .weights import (
 # (msk.weights.load_detector), whose last-digit score changes swap ~0.1% of the keypoints. 5 (`msk`
 # only, whose keypoints alone changed): keypoints refined over position and scale (msk.refinement),
 # described at the refined scale. 6 (`msk`): a Newton step over x, y and scale in the refinement.
-EXTRACTION_VERSION = 6
+# 7 (`msk`): the refinement takes rounding-level differences of the LoG for ties (msk.refinement.NOISE_FLOOR).
+EXTRACTION_VERSION = 7
 SIFT_MSK_EXTRACTION_VERSION = 4
 # Matches: 1-4 shared the features' versions. 5: neighbours of both images shortlisted from one
 # bfloat16 product (colmap_plugin.matchers.nearest_both_ways), which changes near ties.

@@ -30,6 +30,12 @@ import torch
 
 from .data.patches import ImagePyramid, crop_patches, upright_lafs
 
+# Differences between responses smaller than this fraction of a keypoint's largest |LoG| are rounding,
+# not structure: along a straight edge, float32 convolutions give rows that differ by ~1e-7 of it on
+# some CPUs, and a curvature or a best position read from such noise would move the keypoint along
+# the edge. Such differences count as ties and flat runs.
+NOISE_FLOOR = 1e-5
+
 
 @dataclass(frozen=True)
 class RefinementConf:
@@ -49,14 +55,16 @@ class RefinementConf:
     iterations: int = 2
 
 
-def parabola_vertex(minus: torch.Tensor, centre: torch.Tensor, plus: torch.Tensor) -> torch.Tensor:
+def parabola_vertex(
+    minus: torch.Tensor, centre: torch.Tensor, plus: torch.Tensor, tolerance: torch.Tensor | float = 0.0
+) -> torch.Tensor:
     """Offsets (N,) within [-0.5, 0.5] steps of the vertex of the parabola through three equally spaced samples.
 
-    0 where the samples (N,) each have no maximum (curvature >= 0: an edge, a saddle or a flat run).
+    0 where the samples (N,) each have no maximum (curvature >= -tolerance: an edge, a saddle or a flat run).
     """
     curvature = minus - 2 * centre + plus
     offset = 0.5 * (minus - plus) / curvature.clamp(max=-1e-6)
-    return torch.where(curvature < 0, offset.clamp(-0.5, 0.5), torch.zeros_like(offset))
+    return torch.where(curvature < -tolerance, offset.clamp(-0.5, 0.5), torch.zeros_like(offset))
 
 
 def parabola_at(minus: torch.Tensor, centre: torch.Tensor, plus: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -128,16 +136,17 @@ def negative_hessian(samples: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return xx, yy, ss, xy, xs, ys
 
 
-def quadratic_maximum(samples: torch.Tensor) -> torch.Tensor:
+def quadratic_maximum(samples: torch.Tensor, tolerance: torch.Tensor | float = 0.0) -> torch.Tensor:
     """Offsets (N, 3) in steps (x, y, scale) of the maximum of the quadratic through samples (N, 3, 3, 3)
-    indexed (scale, y, x) around their centre; NaN where the samples have no maximum (the Hessian is
-    not negative definite).
+    indexed (scale, y, x) around their centre; NaN where the samples have no maximum (minus the Hessian
+    is not positive definite with every pivot above `tolerance`, (N,) or a number).
 
     Gradient and Hessian by central differences and one Newton step, solved in closed form.
     """
     gx, gy, gs = ((line[:, 2] - line[:, 0]) / 2 for line in _lines_through_centre(samples))
     # The maximum solves A offset = gradient for A = -Hessian, which must be positive definite: its
-    # leading minors a, a d - b^2 and det A positive. A's inverse is its adjugate over its determinant.
+    # pivots a, (a d - b^2) / a and det A / (a d - b^2) positive (above the tolerance: a pivot within
+    # rounding of 0 is an axis without a maximum). A's inverse is its adjugate over its determinant.
     a, d, f, b, c, e = negative_hessian(samples)
     adj_xx, adj_xy, adj_xs = d * f - e * e, c * e - b * f, b * e - c * d
     adj_yy, adj_ys, adj_ss = a * f - c * c, b * c - a * e, a * d - b * b
@@ -153,7 +162,7 @@ def quadratic_maximum(samples: torch.Tensor) -> torch.Tensor:
         )
         / determinant[:, None]
     )
-    maximum = (a > 0) & (adj_ss > 0) & (determinant > 0)
+    maximum = (a > tolerance) & (adj_ss > tolerance * a) & (determinant > tolerance * adj_ss)
     return torch.where(maximum[:, None], offset, torch.full_like(offset, torch.nan))
 
 
@@ -185,16 +194,18 @@ def refine_blobs(
         response = log_responses(image, position, scale, conf)
         # The extremum of the keypoint's own kind: a maximum of |LoG| with the sign found at the keypoint.
         response = response * torch.sign(response[:, 1, mid, mid])[:, None, None, None]
+        noise = NOISE_FLOOR * response.abs().amax(dim=(1, 2, 3))  # (N,)
         below, at, above = response.unbind(dim=1)
-        shift = parabola_vertex(below[:, mid, mid], at[:, mid, mid], above[:, mid, mid])  # (N,) scale steps
+        shift = parabola_vertex(below[:, mid, mid], at[:, mid, mid], above[:, mid, mid], noise)  # (N,) scale steps
         at_scale = parabola_at(below, at, above, shift[:, None, None])
         searched = at_scale[:, 1:-1, 1:-1]
-        best = (searched == searched.amax(dim=(1, 2), keepdim=True)).float() * nearest_first
+        ties = searched >= searched.amax(dim=(1, 2), keepdim=True) - noise[:, None, None]
+        best = ties.float() * nearest_first
         cell = best.flatten(1).argmax(dim=1)
         row, col = cell // (window - 2) + 1, cell % (window - 2) + 1
         peak = at_scale[index, row, col]
-        dx = parabola_vertex(at_scale[index, row, col - 1], peak, at_scale[index, row, col + 1])
-        dy = parabola_vertex(at_scale[index, row - 1, col], peak, at_scale[index, row + 1, col])
+        dx = parabola_vertex(at_scale[index, row, col - 1], peak, at_scale[index, row, col + 1], noise)
+        dy = parabola_vertex(at_scale[index, row - 1, col], peak, at_scale[index, row + 1, col], noise)
         # Where the responses around the best position have a maximum within a step of it, the quadratic
         # through them locates it with the axes' coupling (as SIFT does), each move capped at half a step
         # as the parabolas' are; elsewhere (an edge, a saddle, a maximum further off) the parabolas per
@@ -203,7 +214,7 @@ def refine_blobs(
         around = torch.arange(-1, 2)
         rows, cols = (row[:, None] + around)[:, None, :, None], (col[:, None] + around)[:, None, None, :]
         around_best = response[index[:, None, None, None], torch.arange(3)[:, None, None], rows, cols]  # (N, 3, 3, 3)
-        newton = quadratic_maximum(around_best)
+        newton = quadratic_maximum(around_best, noise)
         found = newton.abs().le(1).all(dim=1)
         newton = newton.clamp(-0.5, 0.5)
         dx, dy = torch.where(found, newton[:, 0], dx), torch.where(found, newton[:, 1], dy)
