@@ -14,7 +14,7 @@ from .cli_args import positive_int
 from .database import CAMERA_MODES, DatabaseError, open_database
 from .extraction import ExtractionConf, FeatureKindMismatchError, extract_features
 from .features import BackendUnavailableError, available_methods
-from .images import list_images
+from .images import ImageReadError, list_images
 from .matchers import MATCHERS
 from .matching import MatchingConf, MatchingError, match_features
 from .pairs import PairsError, select_pairs
@@ -204,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         MatchingError,
         ReconstructionError,
         BackendUnavailableError,
+        ImageReadError,
     ) as error:
         print(f"msk: error: {error}", file=sys.stderr)
         return EXIT_USAGE

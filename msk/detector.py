@@ -22,6 +22,8 @@ from torch import nn
 
 from .refinement import parabola_vertex
 
+MIN_OCTAVE_SIDE = 8  # pixels: an octave whose input image is smaller on a side has no score map
+
 
 @dataclass(frozen=True)
 class DetectorConf:
@@ -75,7 +77,7 @@ class MskDetector(nn.Module):
         for octave in range(self.conf.num_octaves):
             if octave:
                 image = F.avg_pool2d(image, 2)
-            if min(image.shape[-2:]) < 8:
+            if min(image.shape[-2:]) < MIN_OCTAVE_SIDE:
                 break
             features = self.stem(image)
             levels = []

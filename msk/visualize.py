@@ -10,10 +10,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from colmap_plugin.images import read_image  # noqa: E402
+from colmap_plugin.images import ImageReadError, read_image  # noqa: E402
 from reconstruction_eval.plots import save_figure  # noqa: E402
 
-from .detector import DetectionConf, detect  # noqa: E402
+from .detector import MIN_OCTAVE_SIDE, DetectionConf, detect  # noqa: E402
 from .weights import load_detector  # noqa: E402
 
 
@@ -42,10 +42,20 @@ def synthetic_scene(width: int = 768, height: int = 512, seed: int = 0) -> tuple
 def show_keypoints(image_path: Path | None, output: Path, max_size: int = 1024, max_keypoints: int = 1024) -> int:
     """Draw keypoints (circles of radius 3 sigma, coloured by scale-space level) and the score maps.
 
-    `image_path` None draws `synthetic_scene()`. Returns the number of keypoints drawn.
+    `image_path` None draws `synthetic_scene()`. Returns the number of keypoints drawn. ImageReadError
+    if the image cannot be read or is too small for the detector at `max_size`.
     """
     model = load_detector()
-    image = synthetic_scene()[0] if image_path is None else read_image(image_path, max_size).gray
+    try:
+        image = synthetic_scene()[0] if image_path is None else read_image(image_path, max_size).gray
+    except ImageReadError as error:
+        raise ImageReadError(f"{image_path}: {error}") from error
+    if min(image.shape) < MIN_OCTAVE_SIDE:
+        height, width = image.shape
+        raise ImageReadError(
+            f"{image_path}: {width}x{height} px at --max-size {max_size} is too small for the detector "
+            f"(it needs {MIN_OCTAVE_SIDE} px on each side)"
+        )
     tensor = torch.from_numpy(image).float().div(255)[None, None]
     found = detect(model, tensor, DetectionConf(max_keypoints=max_keypoints))
     octaves = [torch.sigmoid(maps[0]).numpy() for maps in model(tensor)]  # each (L, h, w)

@@ -4,7 +4,9 @@ refuse missing inputs and bad numbers before any work starts."""
 import argparse
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from colmap_plugin.cli import EXIT_USAGE, main
 from msk.data.cli import add_data_commands
@@ -52,3 +54,14 @@ def test_missing_inputs_and_bad_numbers_are_one_line_usage_errors(tmp_path, caps
     assert raised.value.code == EXIT_USAGE
     error = capsys.readouterr().err
     assert error.startswith("msk: error:") and complaint in error and error.count("\n") == 1
+
+
+def test_show_keypoints_refuses_an_unusable_image(tmp_path, capsys):
+    tiny, broken = tmp_path / "tiny.png", tmp_path / "broken.jpg"
+    Image.fromarray(np.full((7, 10), 128, np.uint8)).save(tiny)
+    broken.write_bytes(b"\xff\xd8 cut short")
+    for image, complaint in ((tiny, "10x7 px at --max-size 1024 is too small"), (broken, "not an image")):
+        assert main(["show", "keypoints", str(image), "--output", str(tmp_path / "look.png")]) == EXIT_USAGE
+        error = capsys.readouterr().err
+        assert error.startswith(f"msk: error: {image}: ") and complaint in error and error.count("\n") == 1
+    assert not (tmp_path / "look.png").exists()
