@@ -25,7 +25,7 @@ test: install
 demo: install
 	$(BIN)/msk run $(SCENE) --output $(DEMO_OUT) $(DEMO_ARGS)
 
-# Each step is seeded and deterministic: the same files on the same machine (MODEL_CARD.md).
+# Each step is seeded and deterministic: the same weights on the same machine (MODEL_CARD.md).
 weights: install
 	$(BIN)/msk data build $(DATASETS)/train --output outputs/train.h5
 	$(BIN)/msk train descriptor outputs/train.h5
