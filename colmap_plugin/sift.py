@@ -1,9 +1,30 @@
-"""COLMAP's own SIFT (pycolmap, CPU) as a plugin backend."""
+"""COLMAP's own SIFT (pycolmap, CPU) as a plugin backend, and COLMAP's own extraction into a database."""
+
+from pathlib import Path
 
 import numpy as np
 import pycolmap
 
+from .database import CAMERA_MODES, import_images
 from .features import Extractor, Features
+
+
+def extract_colmap_sift(
+    database: Path,
+    image_dir: Path,
+    names: list[str],
+    options: pycolmap.FeatureExtractionOptions,
+    camera_mode: str = "auto",
+) -> None:
+    """COLMAP's SIFT extraction of `names` (relative to `image_dir`) into `database`, as COLMAP runs it.
+
+    Importing first numbers the images in the order of `names`; the threaded extractor numbers them in
+    the order its threads finish, which changes pair orientation, RANSAC samples and the model.
+    """
+    import_images(database, image_dir, names, camera_mode)
+    pycolmap.extract_features(
+        database, image_dir, names, CAMERA_MODES[camera_mode], extraction_options=options, device=pycolmap.Device.cpu
+    )
 
 
 class SiftExtractor(Extractor):

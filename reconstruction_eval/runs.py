@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pycolmap
 
-from colmap_plugin.database import CAMERA_MODES, import_images, open_database
+from colmap_plugin.database import open_database
 from colmap_plugin.extraction import ExtractionConf, extract_features
 from colmap_plugin.images import list_images
 from colmap_plugin.matching import MatchingConf, match_features, verify_pairs
 from colmap_plugin.pairs import select_pairs, write_pairs_file
 from colmap_plugin.reconstruction import ReconstructionConf, ReconstructionError, reconstruct
+from colmap_plugin.sift import extract_colmap_sift
 
 REFERENCE = "colmap-sift"
 STAGES = ("extract", "match", "verify", "map")
@@ -121,16 +122,10 @@ def colmap_extract(
     database: Path, image_dir: Path, max_size: int | None, num_threads: int = -1, camera_mode: str = "auto"
 ) -> None:
     """COLMAP's SIFT extraction of every image of `image_dir` into a new database, as COLMAP runs it."""
-    names = list_images(image_dir)
-    # Importing first numbers the images in name order; the threaded extractor numbers them in
-    # the order its threads finish, which changes pair orientation, RANSAC samples and the model.
-    import_images(database, image_dir, names, camera_mode)
     extraction = pycolmap.FeatureExtractionOptions()
     extraction.max_image_size = max_size or -1
     extraction.num_threads = num_threads
-    pycolmap.extract_features(
-        database, image_dir, names, CAMERA_MODES[camera_mode], extraction_options=extraction, device=pycolmap.Device.cpu
-    )
+    extract_colmap_sift(database, image_dir, list_images(image_dir), extraction, camera_mode)
 
 
 def run_reference(

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pycolmap
 
-from colmap_plugin.database import import_images
+from colmap_plugin.sift import extract_colmap_sift
 
 from .scenes import PAIR_SEPARATOR, Scene
 
@@ -133,20 +133,11 @@ def reconstruct(scene: Scene, sfm_dir: Path, conf: SfmConf) -> Reconstruction:
     shutil.rmtree(work, ignore_errors=True)
     (work / "sparse").mkdir(parents=True)
     database = work / "database.db"
-    # Imported first, the images are numbered in name order; the threaded extractor would number them in
-    # the order its threads finish, which changes pair orientation, RANSAC samples and the model.
-    import_images(database, scene.image_dir, list(scene.image_names))
     extraction = pycolmap.FeatureExtractionOptions()
     extraction.max_image_size = conf.max_image_size
     extraction.num_threads = conf.num_threads
     extraction.sift.max_num_features = conf.max_num_features
-    pycolmap.extract_features(
-        database,
-        scene.image_dir,
-        image_names=list(scene.image_names),
-        extraction_options=extraction,
-        device=pycolmap.Device.cpu,
-    )
+    extract_colmap_sift(database, scene.image_dir, list(scene.image_names), extraction)  # in name order
     matching = pycolmap.FeatureMatchingOptions()
     matching.num_threads = conf.num_threads
     verification = pycolmap.TwoViewGeometryOptions()
