@@ -12,15 +12,28 @@ from typing import Any
 import numpy as np
 import pycolmap
 
-from colmap_plugin.database import open_database
 from colmap_plugin.features import available_methods
 from colmap_plugin.images import list_images
 
 from . import plots
-from .metrics import POSE_THRESHOLDS, camera_center_errors, pose_auc, relative_pose_errors
+from .metrics import (
+    POSE_THRESHOLDS,
+    camera_center_errors,
+    epipolar_errors,
+    pose_auc,
+    registered_poses,
+    relative_pose_errors,
+)
 from .report import Row, finite_or_none, metrics_by_method_table, write_json
 from .runs import REFERENCE, STAGES, MethodRun, RunConf, run_plugin, run_reference
-from .statistics import database_statistics, model_statistics, observations_per_image, track_lengths, verified_pairs
+from .statistics import (
+    database_statistics,
+    keypoint_positions,
+    model_statistics,
+    observations_per_image,
+    track_lengths,
+    verified_pairs,
+)
 
 TABLE_ROWS: list[Row] = [
     ("registered", "registered images", "{:d}"),
@@ -31,6 +44,8 @@ TABLE_ROWS: list[Row] = [
     ("keypoints_per_image", "keypoints per image", "{:.0f}"),
     ("verified_pairs", "verified pairs", "{:d}"),
     ("inlier_matches", "inlier matches", "{:d}"),
+    ("match_error_median", "inlier matches: median epipolar error under GT (px)", "{:.3f}"),
+    ("match_error_over_1px", "inlier matches over 1 px off GT epipolar geometry (%)", "{:.1f}"),
     *((f"auc{t}", f"pose AUC@{t}° (%)", "{:.1f}") for t in POSE_THRESHOLDS),
     ("center_error_median", "median camera-centre error (GT units)", "{:.4f}"),
     *((f"time_{stage}_s", f"time {stage} (s)", "{:.1f}") for stage in STAGES),
@@ -74,11 +89,30 @@ def evaluate_run(run: MethodRun, gt: pycolmap.Reconstruction | None) -> dict[str
         finite = centers[np.isfinite(centers)]
         results["center_error_median"] = float(np.median(finite)) if len(finite) else None
         results["pose_errors"] = errors.round(4).tolist()  # per GT pair, sorted names
+        match_errors = verified_match_errors(run.database, gt)
+        results["match_error_median"] = float(np.median(match_errors)) if len(match_errors) else None
+        results["match_error_over_1px"] = 100 * float(np.mean(match_errors > 1)) if len(match_errors) else None
         results["center_errors"] = [finite_or_none(value) for value in centers]  # per GT image, sorted names
     results.update({f"time_{stage}_s": run.seconds.get(stage, 0.0) for stage in STAGES})
     results["time_total_s"] = sum(run.seconds.values())
     results["error"] = run.error
     return results
+
+
+def verified_match_errors(database_path: Path, gt: pycolmap.Reconstruction) -> np.ndarray:
+    """Epipolar errors (K,) in pixels (`metrics.epipolar_errors`) of the verified inlier matches between GT images.
+
+    How precisely a method's matches land, whatever the mapper later keeps: near misses (the right
+    spot give or take a pixel or two) pass COLMAP's 4 px verification and then pull on the poses.
+    """
+    truth = registered_poses(gt)
+    keypoints = keypoint_positions(database_path)
+    errors = [
+        epipolar_errors(gt, name0, name1, keypoints[name0][matches[:, 0]], keypoints[name1][matches[:, 1]])
+        for (name0, name1), matches in verified_pairs(database_path).items()
+        if name0 in truth and name1 in truth
+    ]
+    return np.concatenate(errors) if errors else np.zeros(0)
 
 
 def run_methods(image_dir: Path, output_dir: Path, conf: CompareConf) -> tuple[list[MethodRun], list[tuple[str, str]]]:
@@ -149,12 +183,7 @@ def plot_inliers(runs: list[MethodRun], image_dir: Path, output_dir: Path, count
         for pairs in inliers.values()
         for pair in pairs
     }
-    keypoints = {}
-    for run in runs:
-        with open_database(run.database) as database:
-            keypoints[run.name] = {
-                image.name: database.read_keypoints(image.image_id)[:, :2] for image in database.read_all_images()
-            }
+    keypoints = {run.name: keypoint_positions(run.database) for run in runs}
     figures = []
     for index, (name0, name1) in enumerate(plots.pairs_to_draw(best, count)):
         rows = []

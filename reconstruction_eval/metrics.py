@@ -1,4 +1,4 @@
-"""Accuracy of a reconstruction against a ground-truth COLMAP model: relative poses and camera centres.
+"""Accuracy of a reconstruction against a ground-truth COLMAP model: relative poses, camera centres, matches.
 
 Images of the two models are matched by name. Every ground-truth image counts: one that the
 reconstruction did not register scores the worst error, so registering fewer images never
@@ -126,3 +126,33 @@ def camera_center_errors(model: pycolmap.Reconstruction, gt: pycolmap.Reconstruc
         return errors
     errors[[names.index(name) for name in common]] = np.linalg.norm(gt_from_model * source - target, axis=1)
     return errors
+
+
+def epipolar_errors(
+    gt: pycolmap.Reconstruction, name0: str, name1: str, points0: np.ndarray, points1: np.ndarray
+) -> np.ndarray:
+    """Sampson distances (K,) in pixels of matches points0 (K, 2) <-> points1 (K, 2) under the true geometry.
+
+    Points are COLMAP image coordinates of ground-truth images `name0` and `name1` (as keypoints are
+    stored). The Sampson distance is, to first order, the smallest displacement of the two points
+    together that puts them on each other's epipolar lines: in a rectified stereo pair, keypoints
+    d px apart vertically score d / sqrt(2) (each moves d / 2). It sees no error along the epipolar
+    lines. Each camera's distortion is removed first, so any COLMAP camera model of the ground truth
+    is exact.
+    """
+    images = {image.name: image for image in gt.images.values()}
+    image0, image1 = images[name0], images[name1]
+    camera0, camera1 = gt.cameras[image0.camera_id], gt.cameras[image1.camera_id]
+    relative = image1.cam_from_world() * image0.cam_from_world().inverse()
+    tx, ty, tz = relative.translation
+    essential = np.array([[0, -tz, ty], [tz, 0, -tx], [-ty, tx, 0]]) @ relative.rotation.matrix()
+    k0, k1 = camera0.calibration_matrix(), camera1.calibration_matrix()
+    fundamental = np.linalg.inv(k1).T @ essential @ np.linalg.inv(k0)
+    # Undistorted pixels: the camera's rays through the points, seen by its distortion-free pinhole K.
+    undistorted0 = np.c_[camera0.cam_from_img(np.asarray(points0, np.float64)), np.ones(len(points0))] @ k0.T
+    undistorted1 = np.c_[camera1.cam_from_img(np.asarray(points1, np.float64)), np.ones(len(points1))] @ k1.T
+    lines1 = undistorted0 @ fundamental.T  # epipolar lines in image 1, (K, 3)
+    lines0 = undistorted1 @ fundamental  # in image 0
+    algebraic = np.sum(undistorted1 * lines1, axis=1)
+    gradient = np.sqrt(np.sum(lines1[:, :2] ** 2, axis=1) + np.sum(lines0[:, :2] ** 2, axis=1))
+    return np.abs(algebraic) / np.maximum(gradient, np.finfo(float).tiny)

@@ -82,6 +82,12 @@ def verified_pairs(database_path: Path, min_num_inliers: int | None = None) -> d
     return pairs
 
 
+def keypoint_positions(database_path: Path) -> dict[str, np.ndarray]:
+    """Keypoint positions (N, 2) of each image, in COLMAP image coordinates, keyed by image name."""
+    with open_database(database_path) as database:
+        return {image.name: database.read_keypoints(image.image_id)[:, :2] for image in database.read_all_images()}
+
+
 def database_statistics(database_path: Path) -> dict[str, float]:
     """Mean keypoints per image, raw matches, verified pairs and their inlier matches."""
     pairs = verified_pairs(database_path)

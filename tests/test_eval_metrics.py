@@ -4,7 +4,7 @@ import numpy as np
 import pycolmap
 import pytest
 
-from reconstruction_eval.metrics import camera_center_errors, pose_auc, relative_pose_errors
+from reconstruction_eval.metrics import camera_center_errors, epipolar_errors, pose_auc, relative_pose_errors
 
 
 def rotation_about_z(degrees: float) -> pycolmap.Rotation3d:
@@ -149,3 +149,43 @@ def test_camera_centre_error_of_a_displacement_no_similarity_can_absorb():
 def test_camera_centre_errors_need_three_registered_images():
     model = make_model(gt_poses(), unregistered=("a.jpg", "b.jpg"))
     assert np.isinf(camera_center_errors(model, make_model(gt_poses()))).all()
+
+
+def stereo_pair(camera_b: pycolmap.Camera | None = None) -> tuple[pycolmap.Reconstruction, np.ndarray, np.ndarray]:
+    """A rectified pair (b is 1 m right of a, same orientation) and where 50 points 4-9 m ahead appear in both."""
+    identity = pycolmap.Rotation3d()
+    model = make_model(
+        {"a.jpg": pycolmap.Rigid3d(identity, [0, 0, 0]), "b.jpg": pycolmap.Rigid3d(identity, [-1, 0, 0])}
+    )
+    if camera_b is not None:
+        model.cameras[2] = camera_b
+    points = np.random.default_rng(0).uniform([-2, -1.5, 4], [2, 1.5, 9], size=(50, 3))
+    images = {image.name: image for image in model.images.values()}
+    projections = [
+        model.cameras[images[name].camera_id].img_from_cam(points + [-1.0 if name == "b.jpg" else 0.0, 0, 0])
+        for name in ("a.jpg", "b.jpg")
+    ]
+    return model, *projections
+
+
+def test_epipolar_error_is_zero_for_true_matches_and_blind_along_the_epipolar_lines():
+    model, points_a, points_b = stereo_pair()
+    np.testing.assert_allclose(epipolar_errors(model, "a.jpg", "b.jpg", points_a, points_b), 0, atol=1e-9)
+    # Rectified: the epipolar lines are the image rows, so a shift along a row is no error at all.
+    np.testing.assert_allclose(epipolar_errors(model, "a.jpg", "b.jpg", points_a, points_b + [3.0, 0]), 0, atol=1e-9)
+
+
+def test_epipolar_error_of_a_vertical_offset_is_the_smallest_total_displacement():
+    model, points_a, points_b = stereo_pair()
+    errors = epipolar_errors(model, "a.jpg", "b.jpg", points_a, points_b + [0, 2.0])
+    np.testing.assert_allclose(errors, 2.0 / np.sqrt(2), rtol=1e-9)  # each point moves 1 px
+    swapped = epipolar_errors(model, "b.jpg", "a.jpg", points_b + [0, 2.0], points_a)
+    np.testing.assert_allclose(swapped, errors, rtol=1e-9)
+
+
+def test_epipolar_error_removes_the_ground_truths_lens_distortion():
+    distorted = pycolmap.Camera.create_from_model_id(2, pycolmap.CameraModelId.SIMPLE_RADIAL, 500.0, 640, 480)
+    distorted.params = [500.0, 320.0, 240.0, 0.2]
+    model, points_a, points_b = stereo_pair(distorted)
+    assert np.abs(points_b[:, 1] - points_a[:, 1]).max() > 5  # distortion bends the rows of image b
+    np.testing.assert_allclose(epipolar_errors(model, "a.jpg", "b.jpg", points_a, points_b), 0, atol=1e-6)
