@@ -1,7 +1,7 @@
 """Which keypoints carry a reconstruction's reprojection error? Observations binned by keypoint scale
-and by how edge-like the keypoint is.
+and by how edge-like the keypoint is; with --gt, the verified matches' error under the true geometry too.
 
-    .venv/bin/python scripts/reprojection_error_by_keypoint.py RUN [RUN ...] [--images DIR] [--max-size 1600]
+    .venv/bin/python scripts/reprojection_error_by_keypoint.py RUN [RUN ...] [--images DIR] [--max-size 1600] [--gt GT]
 
 RUN is a method's folder of an `msk compare` output (`runs/<method>`, holding database.db and
 sparse/). Scales are in pixels of the files, as the database stores them. With --images (the folder
@@ -9,6 +9,12 @@ the run reconstructed, read at --max-size as extraction read it), the keypoints 
 the ratio tr(H)^2 / det(H) of the spatial Hessian H of the scale-normalised LoG at the keypoint
 (msk.refinement's responses): SIFT drops DoG extrema whose ratio is at least 12.1 (edge threshold
 10), or whose Hessian is not that of a maximum ("not a blob" below).
+
+With --gt (the scene's ground-truth COLMAP model), every verified inlier match between ground-truth
+images is binned the same way, by the larger scale and the larger edge ratio of its two keypoints,
+with its epipolar error under the true cameras (`reconstruction_eval.metrics.epipolar_errors`, as
+`msk compare --gt` reports it): which keypoints the near misses (over 1 px) come from, before the
+mapper keeps or drops them.
 """
 
 import argparse
@@ -24,6 +30,8 @@ from colmap_plugin.images import read_image
 from colmap_plugin.keypoints import rescale_colmap
 from msk.data.patches import ImagePyramid, keypoint_scale
 from msk.refinement import RefinementConf, log_responses, negative_hessian
+from reconstruction_eval.metrics import epipolar_errors
+from reconstruction_eval.statistics import verified_pairs
 
 SCALE_EDGES = (0, 1.5, 2, 3, 4, 6, 8, 12, 16, np.inf)
 RATIO_EDGES = (4, 6, 8, 10, 12.1, 20, np.inf)  # tr^2 / det >= 4 for every maximum; 12.1: SIFT's edge threshold
@@ -48,6 +56,14 @@ def edge_ratio(image: np.ndarray, keypoints: np.ndarray, scales: np.ndarray) -> 
     return torch.where((determinant > 0) & (xx > 0), ratio, torch.full_like(ratio, torch.inf)).numpy()
 
 
+def image_edge_ratios(images: Path, name: str, keypoints: np.ndarray, max_size: int) -> np.ndarray:
+    """Edge ratios (N,) of an image's COLMAP keypoints (N, 4 or 6) as stored, the image read as extraction read it."""
+    loaded = read_image(images / name, max_size)
+    width_ratio, height_ratio = loaded.scale_xy
+    extracted = rescale_colmap(keypoints[:, :2], (1 / width_ratio, 1 / height_ratio))
+    return edge_ratio(loaded.gray, extracted.astype(np.float32), keypoint_scales(keypoints) / width_ratio)
+
+
 def observations(run: Path, images: Path | None, max_size: int) -> dict[str, np.ndarray]:
     """Per keypoint of every registered image: reprojection error (NaN if not in the model), scale, edge ratio."""
     model = pycolmap.Reconstruction(run / "sparse")
@@ -65,14 +81,57 @@ def observations(run: Path, images: Path | None, max_size: int) -> dict[str, np.
             errors.append(error)
             scales.append(keypoint_scales(keypoints))
             if images is not None:
-                loaded = read_image(images / image.name, max_size)
-                width_ratio, height_ratio = loaded.scale_xy
-                extracted = rescale_colmap(keypoints[:, :2], (1 / width_ratio, 1 / height_ratio))
-                ratios.append(edge_ratio(loaded.gray, extracted.astype(np.float32), scales[-1] / width_ratio))
+                ratios.append(image_edge_ratios(images, image.name, keypoints, max_size))
     result = {"error": np.concatenate(errors), "scale": np.concatenate(scales)}
     if images is not None:
         result["ratio"] = np.concatenate(ratios)
     return result
+
+
+def verified_matches(
+    run: Path, gt: pycolmap.Reconstruction, images: Path | None, max_size: int
+) -> dict[str, np.ndarray]:
+    """Per verified inlier match between ground-truth images: epipolar error, larger scale and edge ratio of
+    its two keypoints."""
+    with open_database(run / "database.db") as database:
+        keypoints = {image.name: database.read_keypoints(image.image_id) for image in database.read_all_images()}
+    truth = {image.name for image in gt.images.values() if image.has_pose}
+    pairs = {pair: matches for pair, matches in verified_pairs(run / "database.db").items() if set(pair) <= truth}
+    names = sorted({name for pair in pairs for name in pair})
+    scales = {name: keypoint_scales(keypoints[name]) for name in names}
+    ratios = {name: image_edge_ratios(images, name, keypoints[name], max_size) for name in names} if images else None
+    found = {"error": [], "scale": [], "ratio": []}
+    for (name0, name1), matches in pairs.items():
+        index0, index1 = matches[:, 0], matches[:, 1]
+        found["error"].append(
+            epipolar_errors(gt, name0, name1, keypoints[name0][index0, :2], keypoints[name1][index1, :2])
+        )
+        found["scale"].append(np.maximum(scales[name0][index0], scales[name1][index1]))
+        if ratios is not None:
+            found["ratio"].append(np.maximum(ratios[name0][index0], ratios[name1][index1]))
+    return {key: np.concatenate(values) for key, values in found.items() if values}
+
+
+def binned_matches(found: dict[str, np.ndarray], key: str, edges: tuple[float, ...], label: str) -> None:
+    """A markdown table of the verified matches in each bin of found[key] and their epipolar errors."""
+    error = found["error"]
+    off = error > 1
+
+    def row(name: str, inside: np.ndarray) -> str:
+        if not inside.any():
+            return f"| {name} | 0 | - | - | - |"
+        return (
+            f"| {name} | {inside.mean():.1%} | {np.median(error[inside]):.3f} | {off[inside].mean():.1%} | "
+            f"{off[inside].sum() / max(off.sum(), 1):.1%} |"
+        )
+
+    print(f"| {label} | matches | median epipolar error (px) | over 1 px | share of those over 1 px |")
+    print("| --- | --- | --- | --- | --- |")
+    for low, high in zip(edges[:-1], edges[1:]):
+        name = f"[{low:g}, {high:g})" if np.isfinite(high) else f">= {low:g}"
+        print(row(name, (found[key] >= low) & (found[key] < high)))
+    if key == "ratio":
+        print(row("not a blob", ~np.isfinite(found[key])))
 
 
 def binned(found: dict[str, np.ndarray], key: str, edges: tuple[float, ...], label: str) -> None:
@@ -105,7 +164,9 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--images", type=Path, help="the images the runs reconstructed: also bin by edge ratio")
     parser.add_argument("--max-size", type=int, default=1600)
+    parser.add_argument("--gt", type=Path, help="the scene's ground-truth model: also bin the verified matches")
     args = parser.parse_args()
+    gt = pycolmap.Reconstruction(args.gt) if args.gt else None
     torch.set_num_threads(2)
     for run in args.runs:
         found = observations(run, args.images, args.max_size)
@@ -115,6 +176,15 @@ def main() -> None:
         if "ratio" in found:
             print()
             binned(found, "ratio", RATIO_EDGES, "edge ratio tr² / det")
+        if gt is not None:
+            matches = verified_matches(run, gt, args.images, args.max_size)
+            print(
+                f"\nverified inlier matches: {len(matches['error'])}, {np.mean(matches['error'] > 1):.1%} over 1 px\n"
+            )
+            binned_matches(matches, "scale", SCALE_EDGES, "larger scale (px of the files)")
+            if "ratio" in matches:
+                print()
+                binned_matches(matches, "ratio", RATIO_EDGES, "larger edge ratio")
 
 
 if __name__ == "__main__":
