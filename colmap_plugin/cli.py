@@ -96,6 +96,20 @@ def _add_matching_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--matcher", default=None, choices=sorted(MATCHERS), help="default: the method's own")
 
 
+def _add_mapping_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mapper", default="incremental", choices=MAPPERS)
+    parser.add_argument(
+        "--structure-less-fallback",
+        action="store_true",
+        help="let the incremental mapper retry images it cannot register from their 2D-2D matches "
+        "(COLMAP 4.2's fallback; off by default: with learned matches it can take minutes per image)",
+    )
+
+
+def _mapping_conf(args: argparse.Namespace) -> ReconstructionConf:
+    return ReconstructionConf(mapper=args.mapper, structure_less_fallback=args.structure_less_fallback)
+
+
 def cmd_extract(args: argparse.Namespace) -> int:
     database = Path(args.database)
     features = Path(args.features) if args.features else database.parent / "features.h5"
@@ -118,10 +132,7 @@ def cmd_match(args: argparse.Namespace) -> int:
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     model = reconstruct(
-        _existing_database(args.database),
-        _image_dir(args.images),
-        Path(args.output),
-        ReconstructionConf(mapper=args.mapper),
+        _existing_database(args.database), _image_dir(args.images), Path(args.output), _mapping_conf(args)
     )
     print(model.summary())
     return 0
@@ -134,7 +145,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         _extraction_conf(args),
         args.pairs,
         MatchingConf(matcher=args.matcher, workers=args.workers),
-        ReconstructionConf(mapper=args.mapper),
+        _mapping_conf(args),
     )
     print(summary)
     print(f"model written to {summary.paths.sparse}")
@@ -166,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     recon.add_argument("--database", required=True)
     recon.add_argument("--images", required=True)
     recon.add_argument("--output", required=True, help="folder for the largest model (COLMAP binary)")
-    recon.add_argument("--mapper", default="incremental", choices=MAPPERS)
+    _add_mapping_options(recon)
     recon.set_defaults(func=cmd_reconstruct)
 
     run_parser = commands.add_parser("run", help="extract, match and reconstruct in one go")
@@ -175,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_extraction_options(run_parser)
     _add_matching_options(run_parser)
     _add_workers_option(run_parser)
-    run_parser.add_argument("--mapper", default="incremental", choices=MAPPERS)
+    _add_mapping_options(run_parser)
     run_parser.set_defaults(func=cmd_run)
 
     # Commands of the other packages register themselves (model training, evaluation).

@@ -15,6 +15,12 @@ class ReconstructionConf:
     num_threads: int = -1
     seed: int = 0  # fixes RANSAC and initial-pair sampling so reruns agree
     refine_intrinsics: bool = True  # False: the database's cameras are calibrated, bundle adjustment keeps them
+    # COLMAP 4.2's incremental mapper retries an image it cannot register from 2D-3D matches by a
+    # structure-less fallback, a generalised relative-pose RANSAC over its 2D-2D matches. With the
+    # thousands of matches per pair that learned features give, one attempt took 2 minutes: lund
+    # (29 images) mapped in 21.5 min instead of 4 s, for one image more (18 against 17); on ten other
+    # scenes, `msk` and COLMAP's SIFT alike, it changed nothing (BENCHMARKS.md, session 15).
+    structure_less_fallback: bool = False
 
 
 class ReconstructionError(RuntimeError):
@@ -33,6 +39,7 @@ def reconstruct(
             options = pycolmap.IncrementalPipelineOptions()
             options.num_threads = conf.num_threads
             options.random_seed = conf.seed
+            options.structure_less_registration_fallback = conf.structure_less_fallback
             if not conf.refine_intrinsics:
                 options.ba_refine_focal_length = options.ba_refine_principal_point = False
                 options.ba_refine_extra_params = False
