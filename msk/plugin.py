@@ -14,7 +14,7 @@ from .data.patches import ImagePyramid
 from .descriptor import describe_keypoints, describe_patches, descriptor_patches, native_bfloat16
 from .detector import DetectionConf, detect
 from .match_decision import keypoint_frames, propose_candidates
-from .orientation import dominant_orientation
+from .orientation import keypoint_orientations
 from .refinement import refine_blobs
 from .weights import (
     DESCRIPTOR_WEIGHTS,
@@ -34,7 +34,8 @@ from .weights import (
 # only, whose keypoints alone changed): keypoints refined over position and scale (msk.refinement),
 # described at the refined scale. 6 (`msk`): a Newton step over x, y and scale in the refinement.
 # 7 (`msk`): the refinement takes rounding-level differences of the LoG for ties (msk.refinement.NOISE_FLOOR).
-EXTRACTION_VERSION = 7
+# 8 (`msk`): second orientations fill the keypoint budget that detections leave.
+EXTRACTION_VERSION = 8
 SIFT_MSK_EXTRACTION_VERSION = 4
 # Matches: 1-4 shared the features' versions. 5: neighbours of both images shortlisted from one
 # bfloat16 product (colmap_plugin.matchers.nearest_both_ways), which changes near ties.
@@ -95,7 +96,12 @@ class MskExtractor(RecordsWeights, Extractor):
     # max_keypoints: COLMAP's SIFT finds ~12,000 on 1600-pixel images; at this budget `msk` builds
     # more 3D points than at 8,192 on every scene measured and verifies no false pair (BENCHMARKS.md).
     # refine: move detections to the LoG extremum over position and scale (msk.refinement).
-    default_conf = {"max_keypoints": 12288, "upright": False, "refine": True, "bfloat16": None}
+    # max_orientations: 2 gives the strongest detections with a second orientation peak (SIFT's rule,
+    # msk.orientation.SECOND_PEAK_RATIO) a second keypoint there, as long as the detections leave room
+    # in max_keypoints: where the detector fills the budget (large, textured images) nothing changes,
+    # and matching never costs more than at a full budget. On small images it built 8-32% more 3D
+    # points and registered more images (BENCHMARKS.md, session 15). 1: one orientation per keypoint.
+    default_conf = {"max_keypoints": 12288, "upright": False, "refine": True, "max_orientations": 2, "bfloat16": None}
     default_matcher = "learned"
 
     def __init__(self, **conf):
@@ -112,27 +118,38 @@ class MskExtractor(RecordsWeights, Extractor):
         scales = detections["sigma"].numpy().astype(np.float32)
         scores = detections["score"].numpy().astype(np.float32)
         pyramid = ImagePyramid(image)  # built once for the three patch crops
-        chunks = [  # at least one, so that an image without detections goes the same way
-            self._describe(pyramid, *(part[i : i + KEYPOINT_CHUNK] for part in (xy, scales, scores)))
-            for i in range(0, max(len(xy), 1), KEYPOINT_CHUNK)
-        ]
+        second_orientations = self.conf["max_orientations"] > 1 and not self.conf["upright"]
+        room = self.conf["max_keypoints"] - len(xy) if second_orientations else 0
+        chunks = []
+        for i in range(0, max(len(xy), 1), KEYPOINT_CHUNK):  # at least one: no detections go the same way
+            *chunk, seconds = self._describe(
+                pyramid, *(part[i : i + KEYPOINT_CHUNK] for part in (xy, scales, scores)), room
+            )
+            chunks.append(chunk)
+            room -= seconds  # strongest first: the chunks come in the detector's order
         return Features(*(np.concatenate(parts) for parts in zip(*chunks)))
 
     def _describe(
-        self, pyramid: ImagePyramid, xy: np.ndarray, scales: np.ndarray, scores: np.ndarray
-    ) -> tuple[np.ndarray, ...]:
-        """Refined xy, scales, orientations, scores and descriptors of detections (N, 2), (N,), (N,)."""
+        self, pyramid: ImagePyramid, xy: np.ndarray, scales: np.ndarray, scores: np.ndarray, room: int
+    ) -> tuple[np.ndarray | int, ...]:
+        """Refined xy, scales, orientations, scores and descriptors of detections (N, 2), (N,), (N,) and of
+        up to `room` second orientations of the first of them, appended; and how many of those there are."""
         if self.conf["refine"]:
             xy, scales = refine_blobs(pyramid, xy, scales)
-        orientations = (
-            np.zeros(len(xy), np.float32) if self.conf["upright"] else dominant_orientation(pyramid, xy, scales)
-        )
+        if self.conf["upright"]:
+            orientations, seconds = np.zeros(len(xy), np.float32), np.zeros(0, np.int64)
+        else:
+            orientations, second = keypoint_orientations(pyramid, xy, scales)
+            seconds = np.flatnonzero(np.isfinite(second))[: max(room, 0)]
+            xy, scales, scores = (np.concatenate([part, part[seconds]]) for part in (xy, scales, scores))
+            orientations = np.concatenate([orientations, second[seconds]])
         patches = descriptor_patches(pyramid, affine_keypoints(xy, scales, orientations))
         # A patch of a single grey level has nothing to describe: the image is flat all around the
         # keypoint, which the network's zero padding then finds at the corners of a blank image.
         informative = patches.max(axis=(1, 2)) > patches.min(axis=(1, 2))
         descriptors = describe_patches(self.descriptor, patches[informative], bfloat16=self.conf["bfloat16"])
-        return xy[informative], scales[informative], orientations[informative], scores[informative], descriptors.numpy()
+        described = (xy, scales, orientations, scores)
+        return *(part[informative] for part in described), descriptors.numpy(), len(seconds)
 
 
 class LearnedMatcher(RecordsWeights, Matcher):

@@ -19,7 +19,7 @@ from msk.detector import (
     spread_top_k,
 )
 from msk.match_decision import keypoint_frames, propose_candidates
-from msk.orientation import dominant_orientation
+from msk.orientation import dominant_orientation, keypoint_orientations
 from msk.train.common import fpr_at_recall
 from msk.train.descriptor import hardest_negative_triplet_loss
 from msk.train.detector import localisation_terms
@@ -141,6 +141,17 @@ def test_orientation_follows_the_image_rotation():
     turned = dominant_orientation(np.ascontiguousarray(np.rot90(image, k=-1)), xy, sigma)[0]  # clockwise on screen
     assert abs(angle) < 0.1
     assert abs(turned - math.pi / 2) < 0.1  # +x rotates to +y (down) in image coordinates
+    assert np.isnan(keypoint_orientations(image, xy, sigma)[1]).all()  # one direction: no second orientation
+
+
+def test_a_corner_gets_a_second_orientation_along_its_other_edge():
+    image = np.full((101, 101), 50, np.uint8)
+    image[50:, 50:] = 200  # a bright quadrant: its edges' gradients point along +x and +y from the corner
+    xy, sigma = np.array([[50.0, 50.0]], np.float32), np.array([3.0], np.float32)
+    first, second = keypoint_orientations(image, xy, sigma)
+    assert sorted([first[0], second[0]]) == pytest.approx([0, math.pi / 2], abs=0.15)
+    flat = np.full((101, 101), 50, np.uint8)
+    assert np.isnan(keypoint_orientations(flat, xy, sigma)[1]).all()
 
 
 # Frames (log2 scale, orientation) of keypoints that do not change between the images.

@@ -131,3 +131,31 @@ def test_keypoints_are_described_the_same_in_chunks_of_any_size(warped_pair, mon
     for field in ("keypoints", "scales", "orientations"):
         np.testing.assert_allclose(getattr(chunked, field), getattr(whole, field), rtol=1e-6, atol=1e-5)
     np.testing.assert_allclose(chunked.descriptors, whole.descriptors, atol=1e-6)
+
+
+def test_second_orientations_fill_only_the_budget_that_detections_leave(warped_pair):
+    image, _ = warped_pair
+    single = create_extractor("msk", max_keypoints=8192, max_orientations=1).extract(image)
+    assert len(single) < 8192  # a 768-pixel image: the detector leaves room in the budget
+    both = create_extractor("msk", max_keypoints=8192).extract(image)
+    assert len(single) < len(both) <= 8192
+
+    # The added keypoints repeat detections (position, scale, score) with another orientation.
+    def frames(features):
+        return [
+            (*xy, scale, score)
+            for xy, scale, score in zip(features.keypoints.tolist(), features.scales, features.scores)
+        ]
+
+    assert set(frames(both)) == set(frames(single))
+    orientations = {}
+    for frame, orientation in zip(frames(both), both.orientations):
+        orientations.setdefault(frame, []).append(orientation)
+    pairs = np.array([angles for angles in orientations.values() if len(angles) == 2])
+    assert len(pairs) == len(both) - len(single)
+    turn = np.abs(np.angle(np.exp(1j * (pairs[:, 0] - pairs[:, 1]))))
+    assert turn.min() > np.radians(10)  # another peak of the 10-degree histogram, not the same one
+
+    # Where the detections fill the budget, every keypoint has one orientation.
+    full = create_extractor("msk", max_keypoints=2048).extract(image)
+    assert len(full) == 2048 and len(set(frames(full))) == 2048
