@@ -20,6 +20,7 @@ mapper keeps or drops them.
 import argparse
 import zlib  # noqa: F401  (before pycolmap: see colmap_plugin/__init__.py)
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pycolmap
@@ -112,6 +113,25 @@ def verified_matches(
     return {key: np.concatenate(values) for key, values in found.items() if values}
 
 
+def print_bins(
+    values: np.ndarray,
+    edges: tuple[float, ...],
+    label: str,
+    columns: list[str],
+    row: Callable[[str, np.ndarray], str],
+    with_non_blobs: bool,
+) -> None:
+    """A markdown table with a line `row(name, inside)` per bin of `values` (N,), inside (N,) its members;
+    with_non_blobs: a last line for the infinite values (edge ratios of keypoints that are not blobs)."""
+    print(f"| {label} | {' | '.join(columns)} |")
+    print("| --- " * (len(columns) + 1) + "|")
+    for low, high in zip(edges[:-1], edges[1:]):
+        name = f"[{low:g}, {high:g})" if np.isfinite(high) else f">= {low:g}"
+        print(row(name, (values >= low) & (values < high)))
+    if with_non_blobs:
+        print(row("not a blob", ~np.isfinite(values)))
+
+
 def binned_matches(found: dict[str, np.ndarray], key: str, edges: tuple[float, ...], label: str) -> None:
     """A markdown table of the verified matches in each bin of found[key] and their epipolar errors."""
     error = found["error"]
@@ -125,13 +145,8 @@ def binned_matches(found: dict[str, np.ndarray], key: str, edges: tuple[float, .
             f"{off[inside].sum() / max(off.sum(), 1):.1%} |"
         )
 
-    print(f"| {label} | matches | median epipolar error (px) | over 1 px | share of those over 1 px |")
-    print("| --- | --- | --- | --- | --- |")
-    for low, high in zip(edges[:-1], edges[1:]):
-        name = f"[{low:g}, {high:g})" if np.isfinite(high) else f">= {low:g}"
-        print(row(name, (found[key] >= low) & (found[key] < high)))
-    if key == "ratio":
-        print(row("not a blob", ~np.isfinite(found[key])))
+    columns = ["matches", "median epipolar error (px)", "over 1 px", "share of those over 1 px"]
+    print_bins(found[key], edges, label, columns, row, with_non_blobs=key == "ratio")
 
 
 def binned(found: dict[str, np.ndarray], key: str, edges: tuple[float, ...], label: str) -> None:
@@ -150,13 +165,8 @@ def binned(found: dict[str, np.ndarray], key: str, edges: tuple[float, ...], lab
             f"{errors.mean():.3f} / {np.median(errors):.3f} | {(errors**2).sum() / squared_total:.1%} |"
         )
 
-    print(f"| {label} | keypoints | in the model | observations | mean / median error (px) | share of squared error |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for low, high in zip(edges[:-1], edges[1:]):
-        name = f"[{low:g}, {high:g})" if np.isfinite(high) else f">= {low:g}"
-        print(row(name, (found[key] >= low) & (found[key] < high)))
-    if key == "ratio":
-        print(row("not a blob", ~np.isfinite(found[key])))
+    columns = ["keypoints", "in the model", "observations", "mean / median error (px)", "share of squared error"]
+    print_bins(found[key], edges, label, columns, row, with_non_blobs=key == "ratio")
 
 
 def main() -> None:
