@@ -106,6 +106,10 @@ class MskExtractor(RecordsWeights, Extractor):
 
     def __init__(self, **conf):
         super().__init__(**conf)
+        if self.conf["max_orientations"] not in (1, 2):
+            raise ValueError(
+                f"max_orientations must be 1 or 2 (SIFT's rule gives at most two), not {self.conf['max_orientations']}"
+            )
         self.conf["bfloat16"] = resolve_bfloat16(self.conf["bfloat16"])
         self.detector = load_detector()
         self.descriptor = load_descriptor()
@@ -140,7 +144,7 @@ class MskExtractor(RecordsWeights, Extractor):
             orientations, seconds = np.zeros(len(xy), np.float32), np.zeros(0, np.int64)
         else:
             orientations, second = keypoint_orientations(pyramid, xy, scales)
-            seconds = np.flatnonzero(np.isfinite(second))[: max(room, 0)]
+            seconds = np.flatnonzero(np.isfinite(second))[:room]
             xy, scales, scores = (np.concatenate([part, part[seconds]]) for part in (xy, scales, scores))
             orientations = np.concatenate([orientations, second[seconds]])
         patches = descriptor_patches(pyramid, affine_keypoints(xy, scales, orientations))

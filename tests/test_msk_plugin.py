@@ -159,3 +159,5 @@ def test_second_orientations_fill_only_the_budget_that_detections_leave(warped_p
     # Where the detections fill the budget, every keypoint has one orientation.
     full = create_extractor("msk", max_keypoints=2048).extract(image)
     assert len(full) == 2048 and len(set(frames(full))) == 2048
+    with pytest.raises(ValueError, match="max_orientations must be 1 or 2"):
+        create_extractor("msk", max_orientations=3)
