@@ -18,8 +18,9 @@ class ReconstructionConf:
     # COLMAP 4.2's incremental mapper retries an image it cannot register from 2D-3D matches by a
     # structure-less fallback, a generalised relative-pose RANSAC over its 2D-2D matches. With the
     # thousands of matches per pair that learned features give, one attempt took 2 minutes: lund
-    # (29 images) mapped in 21.5 min instead of 4 s, for one image more (18 against 17); on ten other
-    # scenes, `msk` and COLMAP's SIFT alike, it changed nothing (BENCHMARKS.md, session 15).
+    # (29 images) mapped in 21.5 min instead of 4 s, for one image more (18 against 17). On ten other
+    # scenes, `msk` and COLMAP's SIFT alike, it changed nothing; it can win images (vggsfm_cake) and
+    # lose them (BENCHMARKS.md, session 15), but its cost cannot be bounded through pycolmap.
     structure_less_fallback: bool = False
 
 

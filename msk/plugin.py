@@ -99,8 +99,9 @@ class MskExtractor(RecordsWeights, Extractor):
     # max_orientations: 2 gives the strongest detections with a second orientation peak (SIFT's rule,
     # msk.orientation.SECOND_PEAK_RATIO) a second keypoint there, as long as the detections leave room
     # in max_keypoints: where the detector fills the budget (large, textured images) nothing changes,
-    # and matching never costs more than at a full budget. On small images it built 8-32% more 3D
-    # points and registered more images (BENCHMARKS.md, session 15). 1: one orientation per keypoint.
+    # and matching never costs more than at a full budget. On three small-image scenes it built 8-13%
+    # more 3D points, on two others it registered 10 and 2 images more (BENCHMARKS.md, session 15).
+    # 1: one orientation per keypoint.
     default_conf = {"max_keypoints": 12288, "upright": False, "refine": True, "max_orientations": 2, "bfloat16": None}
     default_matcher = "learned"
 
