@@ -21,6 +21,7 @@ from .metrics import (
     camera_center_errors,
     epipolar_errors,
     pose_auc,
+    pose_auc_difference_interval,
     registered_poses,
     relative_pose_errors,
 )
@@ -35,6 +36,10 @@ from .statistics import (
     verified_pairs,
 )
 
+# Pose AUC differences from the reference come with an interval: a few tenths of a point on one scene
+# are often no difference at all (`metrics.pose_auc_difference_interval`).
+DIFFERENCE_THRESHOLDS = (1, 5)
+DIFFERENCE = "{0[0]:+.2f} [{0[1]:+.2f}, {0[2]:+.2f}]"  # [difference, low, high]
 TABLE_ROWS: list[Row] = [
     ("registered", "registered images", "{:d}"),
     ("points3D", "3D points", "{:d}"),
@@ -47,6 +52,10 @@ TABLE_ROWS: list[Row] = [
     ("match_error_median", "inlier matches: median epipolar error under GT (px)", "{:.3f}"),
     ("match_error_over_1px", "inlier matches over 1 px off GT epipolar geometry (%)", "{:.1f}"),
     *((f"auc{t}", f"pose AUC@{t}° (%)", "{:.1f}") for t in POSE_THRESHOLDS),
+    *(
+        (f"auc{t}_vs_reference", f"pose AUC@{t}° minus {REFERENCE}'s, 95% interval (images resampled)", DIFFERENCE)
+        for t in DIFFERENCE_THRESHOLDS
+    ),
     ("center_error_median", "median camera-centre error (GT units)", "{:.4f}"),
     *((f"time_{stage}_s", f"time {stage} (s)", "{:.1f}") for stage in STAGES),
     ("time_total_s", "time total (s)", "{:.1f}"),
@@ -97,6 +106,20 @@ def evaluate_run(run: MethodRun, gt: pycolmap.Reconstruction | None) -> dict[str
     results["time_total_s"] = sum(run.seconds.values())
     results["error"] = run.error
     return results
+
+
+def add_reference_differences(methods: dict[str, dict[str, Any]]) -> None:
+    """Give every method's results its pose AUC differences from the reference's, with their intervals
+    (`auc<t>_vs_reference`: [difference, low, high]; None for the reference itself)."""
+    reference = methods[REFERENCE]["pose_errors"]
+    for name, results in methods.items():
+        differences = (
+            None
+            if name == REFERENCE
+            else pose_auc_difference_interval(results["pose_errors"], reference, DIFFERENCE_THRESHOLDS)
+        )
+        for t in DIFFERENCE_THRESHOLDS:
+            results[f"auc{t}_vs_reference"] = None if differences is None else list(differences[t])
 
 
 def verified_match_errors(database_path: Path, gt: pycolmap.Reconstruction) -> np.ndarray:
@@ -252,6 +275,8 @@ def compare(
         "pycolmap": pycolmap.__version__,
         "methods": {run.name: evaluate_run(run, gt) for run in runs},
     }
+    if gt is not None:
+        add_reference_differences(report["methods"])
     figures = plot_runs(runs, report, image_dir, output_dir, conf)
     write_json(report, output_dir / "report.json")
     (output_dir / "report.md").write_text(markdown_report(report, figures))

@@ -83,6 +83,48 @@ def pose_auc(errors: np.ndarray, thresholds: tuple[float, ...] = POSE_THRESHOLDS
     return aucs
 
 
+def pose_auc_difference_interval(
+    errors: np.ndarray,
+    reference_errors: np.ndarray,
+    thresholds: tuple[float, ...] = (1, 5),
+    samples: int = 1000,
+    coverage: float = 0.95,
+    seed: int = 0,
+) -> dict[float, tuple[float, float, float]]:
+    """AUC of `errors` minus that of `reference_errors` at each threshold, with a bootstrap interval.
+
+    errors, reference_errors: (P,) in degrees over the P = n (n - 1) / 2 pairs of the same n images,
+    in `relative_pose_errors`' order. Images, not pairs, are drawn with replacement: the pairs of one
+    image share its pose, so an image posed badly spoils n - 1 pairs at once, and drawing pairs as
+    if independent would give intervals too narrow. Each draw keeps the pairs of two different drawn
+    images (a pair drawn twice counts twice). Returns {threshold: (difference, low, high)}, the
+    interval holding `coverage` of the draws' differences, in percentage points. Seeded: the same
+    errors give the same interval.
+    """
+    errors, reference_errors = np.asarray(errors, dtype=np.float64), np.asarray(reference_errors, dtype=np.float64)
+    num_images = int(round((1 + np.sqrt(1 + 8 * len(errors))) / 2))
+    if len(errors) != len(reference_errors) or num_images * (num_images - 1) // 2 != len(errors) or num_images < 2:
+        raise ValueError(
+            f"need the errors of all pairs of the same images, in both, not {len(errors)} and {len(reference_errors)}"
+        )
+    pair_index = np.zeros((num_images, num_images), dtype=np.int64)
+    first, second = np.triu_indices(num_images, k=1)  # combinations(range(n), 2)'s order
+    pair_index[first, second] = pair_index[second, first] = np.arange(len(errors))
+    rng = np.random.default_rng(seed)
+    differences = []
+    for _ in range(samples):
+        drawn = rng.integers(0, num_images, num_images)
+        a, b = drawn[first], drawn[second]  # every two positions of the draw
+        chosen = pair_index[a[a != b], b[a != b]]
+        if len(chosen):
+            auc, reference = pose_auc(errors[chosen], thresholds), pose_auc(reference_errors[chosen], thresholds)
+            differences.append([auc[t] - reference[t] for t in thresholds])
+    tails = 100 * (1 - coverage) / 2
+    low, high = np.percentile(np.array(differences), [tails, 100 - tails], axis=0)
+    auc, reference = pose_auc(errors, thresholds), pose_auc(reference_errors, thresholds)
+    return {t: (auc[t] - reference[t], float(low[i]), float(high[i])) for i, t in enumerate(thresholds)}
+
+
 def umeyama_alignment(source: np.ndarray, target: np.ndarray) -> pycolmap.Sim3d | None:
     """Least-squares similarity target_from_source of points (N, 3) (Umeyama, PAMI 1991).
 

@@ -87,6 +87,11 @@ def test_bench_scenes_compares_colmap_sift_with_the_plugin(datasets, tmp_path, c
         # Pixels of the 1536-pixel files, keypoints found at 400: still well below a pixel for most matches.
         assert results["match_error_median"] < 1 and results["match_error_over_1px"] < 50, name
         assert len(results["pose_errors"]) == 6 and results["error"] is None, name
+        if name == "colmap-sift":
+            assert results["auc1_vs_reference"] is None and results["auc5_vs_reference"] is None
+        else:  # [difference, low, high] in AUC points
+            difference, low, high = results["auc5_vs_reference"]
+            assert low <= high and -100 <= difference <= 100, name
         assert all(results[f"time_{stage}_s"] > 0 for stage in ("extract", "match", "verify", "map")), name
         with open_database(output / "fountain" / "runs" / name / "database.db") as database:
             assert len(database.read_all_cameras()) == 1, name  # --camera-mode single, for the reference too
@@ -94,6 +99,10 @@ def test_bench_scenes_compares_colmap_sift_with_the_plugin(datasets, tmp_path, c
     for figure in figures:
         assert (output / "fountain" / figure).stat().st_size > 1000, figure
         assert f"]({figure})" in (output / "fountain" / "report.md").read_text()
+    assert (
+        "| pose AUC@5° minus colmap-sift's, 95% interval (images resampled) | – | "
+        in (output / "fountain" / "report.md").read_text()
+    )
     assert "| fountain | colmap-sift | 4 / 4 |" in (output / "report.md").read_text()
     assert (output / "auc5.png").is_file()
 

@@ -1,10 +1,18 @@
 """Pose metrics on hand-made reconstructions whose errors are known in advance."""
 
+from itertools import combinations
+
 import numpy as np
 import pycolmap
 import pytest
 
-from reconstruction_eval.metrics import camera_center_errors, epipolar_errors, pose_auc, relative_pose_errors
+from reconstruction_eval.metrics import (
+    camera_center_errors,
+    epipolar_errors,
+    pose_auc,
+    pose_auc_difference_interval,
+    relative_pose_errors,
+)
 
 
 def rotation_about_z(degrees: float) -> pycolmap.Rotation3d:
@@ -116,6 +124,43 @@ def test_pose_auc_matches_the_superglue_integral():
     assert auc[3] == pytest.approx(75)
     with pytest.raises(ValueError):
         pose_auc(np.array([]))
+
+
+def pair_errors(num_images: int, per_image: np.ndarray) -> np.ndarray:
+    """Errors of all pairs of images (in relative_pose_errors' order): the sum of the two images' own errors."""
+    return np.array([per_image[i] + per_image[j] for i, j in combinations(range(num_images), 2)])
+
+
+def test_pose_auc_difference_of_equal_errors_is_zero_with_no_spread():
+    errors = pair_errors(8, np.linspace(0.1, 0.8, 8))
+    assert pose_auc_difference_interval(errors, errors) == {1: (0, 0, 0), 5: (0, 0, 0)}
+
+
+def test_pose_auc_difference_of_errors_better_on_every_pair_stays_positive():
+    reference = pair_errors(8, np.linspace(0.1, 0.8, 8))
+    difference, low, high = pose_auc_difference_interval(reference / 2, reference)[1]
+    assert 0 < low <= difference <= high
+    assert pose_auc_difference_interval(reference / 2, reference) == pose_auc_difference_interval(
+        reference / 2, reference
+    )
+
+
+def test_pose_auc_difference_from_one_image_can_vanish_when_that_image_is_not_drawn():
+    # Only the pairs of image 0 differ. Images, not pairs, are resampled: about a third of the
+    # draws leave image 0 out and see no difference, so the interval reaches 0; resampling the 28
+    # pairs independently would almost never leave out all 7 of image 0's.
+    reference = pair_errors(8, np.full(8, 0.2))
+    worse = reference.copy()
+    worse[:7] = 3.0  # the pairs (0, 1) ... (0, 7) come first
+    difference, low, high = pose_auc_difference_interval(worse, reference)[1]
+    assert low <= difference < high == 0
+
+
+def test_pose_auc_difference_needs_all_pairs_of_the_same_images():
+    with pytest.raises(ValueError, match="all pairs"):
+        pose_auc_difference_interval(np.ones(5), np.ones(5))  # 5 is no n (n - 1) / 2
+    with pytest.raises(ValueError, match="all pairs"):
+        pose_auc_difference_interval(np.ones(6), np.ones(3))
 
 
 def test_camera_centre_errors_survive_a_gauge_change():
