@@ -14,12 +14,29 @@ from torch import nn
 from .data.patches import ImagePyramid, PatchConf, crop_patches, oriented_lafs
 
 
+def check_patch_size(patch_size: int) -> int:
+    """`patch_size` if the network reads patches of that side into one embedding; ValueError otherwise.
+
+    Two stride-2 convolutions leave ceil(ceil(P / 2) / 2) cells a side, which the last convolution,
+    P // 4 wide, reduces to one only where P is a multiple of 4: a 30-pixel patch would leave 2x2
+    cells and a 512-D "descriptor" that nothing downstream expects.
+    """
+    if patch_size < 4 or patch_size % 4:
+        raise ValueError(
+            f"the patch size must be a multiple of 4 (the descriptor network strides twice by 2), not {patch_size}"
+        )
+    return patch_size
+
+
 @dataclass(frozen=True)
 class DescriptorConf:
     patch_size: int = 32
     channels: tuple[int, int] = (32, 64)
     dim: int = 128
     dropout: float = 0.1
+
+    def __post_init__(self):
+        check_patch_size(self.patch_size)
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int, kernel: int, stride: int) -> list[nn.Module]:

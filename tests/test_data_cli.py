@@ -42,6 +42,7 @@ def test_data_commands_register_on_a_parser(tmp_path):
         (["data", "build", "{folder}", "--output", "{folder}/new.h5", "--val-fraction", "nan"], "fraction from 0 to 1"),
         (["data", "build", "{folder}", "--output", "{folder}/new.h5", "--val-fraction", "1.5"], "fraction from 0 to 1"),
         (["data", "build", "{folder}", "--output", "{folder}/new.h5", "--patch-size", "-32"], "positive integer"),
+        (["data", "build", "{folder}", "--output", "{folder}/new.h5", "--patch-size", "30"], "multiple of 4"),
         (["show", "keypoints", "{missing}.jpg", "--output", "{folder}/look.png"], "file not found"),
     ],
 )

@@ -40,6 +40,20 @@ def test_fused_descriptor_matches_the_trained_one_and_is_unit_length():
     assert torch.allclose(fused.norm(dim=1), torch.ones(16), atol=1e-5)
 
 
+@pytest.mark.parametrize("patch_size", [8, 16, 32, 48])
+def test_descriptor_embeds_any_patch_side_that_is_a_multiple_of_4_into_dim_numbers(patch_size):
+    model = TripletDescriptor(DescriptorConf(patch_size=patch_size)).eval()
+    with torch.inference_mode():
+        assert model(torch.rand(3, 1, patch_size, patch_size)).shape == (3, 128)
+
+
+@pytest.mark.parametrize("patch_size", [2, 30, 34])
+def test_descriptor_refuses_patch_sides_that_would_leave_several_cells(patch_size):
+    # 30 would leave 2x2 cells of the last convolution: 512 numbers, not a 128-D descriptor.
+    with pytest.raises(ValueError, match="multiple of 4"):
+        DescriptorConf(patch_size=patch_size)
+
+
 def test_triplet_loss_vanishes_only_when_negatives_are_far():
     anchors = torch.eye(4)
     assert hardest_negative_triplet_loss(anchors, anchors, margin=1.0) == 0  # negatives sqrt(2) away

@@ -14,11 +14,20 @@ import pycolmap
 
 from colmap_plugin.cli_args import existing_file, existing_folder, fraction, positive_int, thread_count
 
+from ..descriptor import check_patch_size
 from .build import BuildConf, build_dataset, format_summary
 from .patches import PatchConf
 from .sfm import SfmConf
 from .show import show_dataset
 from .targets import SampleConf
+
+
+def patch_side(text: str) -> int:
+    """A patch side the descriptor network can be trained on, checked before a build of several minutes."""
+    try:
+        return check_patch_size(positive_int(text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _run_build(args: argparse.Namespace) -> None:
@@ -60,7 +69,7 @@ def _add_build(subparsers) -> None:
         default=sfm.num_threads,
         help="COLMAP extraction and matching threads (-1: all cores; the mapper uses one, for a reproducible model)",
     )
-    p.add_argument("--patch-size", type=positive_int, default=PatchConf().patch_size)
+    p.add_argument("--patch-size", type=patch_side, default=PatchConf().patch_size, help="pixels, a multiple of 4")
     p.add_argument("--max-points", type=positive_int, default=sample.max_points_per_scene, help="tracks kept per scene")
     p.add_argument("--max-views", type=positive_int, default=sample.max_views_per_point, help="patches kept per track")
     p.add_argument("--val-fraction", type=fraction, default=BuildConf().val_fraction)
