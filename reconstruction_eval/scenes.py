@@ -11,15 +11,17 @@ from typing import Any
 import numpy as np
 
 from . import plots
-from .compare import CompareConf, compare
+from .compare import DIFFERENCE, DIFFERENCE_THRESHOLDS, CompareConf, compare
 from .metrics import POSE_THRESHOLDS
 from .report import format_value, markdown_table, write_json
+from .runs import REFERENCE
 
 SUMMARY_COLUMNS = [
     ("points3D", "3D points", "{:d}"),
     ("track_length", "track length", "{:.2f}"),
     ("reproj_error", "reproj. error (px)", "{:.3f}"),
     *((f"auc{t}", f"AUC@{t}° (%)", "{:.1f}") for t in POSE_THRESHOLDS),
+    *((f"auc{t}_vs_reference", f"AUC@{t}° minus {REFERENCE}'s [95%]", DIFFERENCE) for t in DIFFERENCE_THRESHOLDS),
     ("time_total_s", "time (s)", "{:.1f}"),
 ]
 PER_PAIR_KEYS = ("pose_errors", "center_errors")  # long lists: left in each scene's own report
