@@ -44,6 +44,7 @@ TABLE_ROWS: list[Row] = [
     ("registered", "registered images", "{:d}"),
     ("points3D", "3D points", "{:d}"),
     ("track_length", "mean track length", "{:.2f}"),
+    ("images_per_point", "mean images per 3D point", "{:.2f}"),
     ("obs_per_image", "observations per image", "{:.0f}"),
     ("reproj_error", "mean reprojection error (px)", "{:.3f}"),
     ("keypoints_per_image", "keypoints per image", "{:.0f}"),

@@ -18,9 +18,12 @@ UNUSABLE_CONFIGS = frozenset(
 
 
 def model_statistics(model: pycolmap.Reconstruction | None) -> dict[str, float]:
-    """Registered images, 3D points, observations, mean track length, observations per image, reprojection error.
+    """Registered images, 3D points, observations, mean track length (COLMAP's: observations per 3D point),
+    mean number of images per 3D point, observations per image, reprojection error.
 
-    `None` (the mapper built nothing) gives zeros, so a failed method still has a row.
+    A 3D point can hold two observations of one image (two keypoints at one spot: SIFT's second
+    orientations, or two detections refined onto one blob); COLMAP's track length counts both, the
+    images per point once. `None` (the mapper built nothing) gives zeros, so a failed method still has a row.
     """
     if model is None or model.num_reg_images() == 0:
         return {
@@ -28,6 +31,7 @@ def model_statistics(model: pycolmap.Reconstruction | None) -> dict[str, float]:
             "points3D": 0,
             "observations": 0,
             "track_length": 0.0,
+            "images_per_point": 0.0,
             "obs_per_image": 0.0,
             "reproj_error": 0.0,
         }
@@ -36,16 +40,19 @@ def model_statistics(model: pycolmap.Reconstruction | None) -> dict[str, float]:
         "points3D": model.num_points3D(),
         "observations": model.compute_num_observations(),
         "track_length": model.compute_mean_track_length(),
+        "images_per_point": float(np.mean(track_lengths(model))) if model.num_points3D() else 0.0,
         "obs_per_image": model.compute_mean_observations_per_reg_image(),
         "reproj_error": model.compute_mean_reprojection_error(),
     }
 
 
 def track_lengths(model: pycolmap.Reconstruction | None) -> np.ndarray:
-    """Number of images observing each 3D point, (P,) int."""
+    """Number of images observing each 3D point, (P,) int: an image with two observations of a point counts once."""
     if model is None:
         return np.zeros(0, dtype=int)
-    return np.array([point.track.length() for point in model.points3D.values()], dtype=int)
+    return np.array(
+        [len({element.image_id for element in point.track.elements}) for point in model.points3D.values()], dtype=int
+    )
 
 
 def observations_per_image(model: pycolmap.Reconstruction | None, names: list[str]) -> np.ndarray:

@@ -39,13 +39,24 @@ def test_model_statistics_of_a_known_model():
     assert stats["registered"] == 3
     assert stats["points3D"] == 3
     assert stats["observations"] == 7
-    assert stats["track_length"] == pytest.approx(7 / 3)
+    assert stats["track_length"] == stats["images_per_point"] == pytest.approx(7 / 3)
     assert stats["obs_per_image"] == pytest.approx(7 / 3)
     np.testing.assert_array_equal(np.sort(track_lengths(model)), [2, 2, 3])
     # b.jpg sees all three points, d.jpg is not registered, e.jpg is not in the model.
     np.testing.assert_array_equal(
         observations_per_image(model, ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"]), [2, 3, 2, 0, 0]
     )
+
+
+def test_two_observations_of_a_point_in_one_image_lengthen_colmaps_track_but_not_the_images_per_point():
+    # Two keypoints at one spot of a.jpg (a second orientation, or two detections refined onto one blob).
+    model = make_model()
+    point_id = next(i for i, point in model.points3D.items() if point.track.length() == 3)  # seen by a, b and c
+    model.add_observation(point_id, pycolmap.TrackElement(1, 2))
+    stats = model_statistics(model)
+    assert stats["track_length"] == pytest.approx(8 / 3)
+    assert stats["images_per_point"] == pytest.approx(7 / 3)
+    np.testing.assert_array_equal(np.sort(track_lengths(model)), [2, 2, 3])
 
 
 def test_statistics_of_no_model_are_zero():
