@@ -1,5 +1,6 @@
 """MSK backends of the COLMAP plugin: `sift+msk` extraction and the `learned` matcher."""
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from .descriptor import describe_keypoints, describe_patches, descriptor_patches
 from .detector import DetectionConf, detect
 from .match_decision import keypoint_frames, propose_candidates
 from .orientation import keypoint_orientations
-from .refinement import refine_blobs
+from .refinement import converged_duplicates, refine_blobs
 from .weights import (
     DESCRIPTOR_WEIGHTS,
     DETECTOR_WEIGHTS,
@@ -34,8 +35,9 @@ from .weights import (
 # only, whose keypoints alone changed): keypoints refined over position and scale (msk.refinement),
 # described at the refined scale. 6 (`msk`): a Newton step over x, y and scale in the refinement.
 # 7 (`msk`): the refinement takes rounding-level differences of the LoG for ties (msk.refinement.NOISE_FLOOR).
-# 8 (`msk`): second orientations fill the keypoint budget that detections leave.
-EXTRACTION_VERSION = 8
+# 8 (`msk`): second orientations fill the keypoint budget that detections leave. 9 (`msk`): detections
+# refined onto a stronger one's blob are dropped and the budget refilled.
+EXTRACTION_VERSION = 9
 SIFT_MSK_EXTRACTION_VERSION = 4
 # Matches: 1-4 shared the features' versions. 5: neighbours of both images shortlisted from one
 # bfloat16 product (colmap_plugin.matchers.nearest_both_ways), which changes near ties.
@@ -44,6 +46,9 @@ MATCHING_VERSION = 5
 # Keypoints refined, oriented, cut and described at a time: with arrays that stay in cache, extracting
 # 8,192 keypoints on one thread is 1.4x faster than with all of them at once, with the same results.
 KEYPOINT_CHUNK = 1024
+# Detections beyond the budget, refined too, to replace those that converge onto a stronger one's blob
+# (msk.refinement.converged_duplicates): 3.5% of a fountain image's 12,288.
+DUPLICATE_MARGIN = 1 / 16
 
 
 class RecordsWeights:
@@ -95,7 +100,8 @@ class MskExtractor(RecordsWeights, Extractor):
     name = "msk"
     # max_keypoints: COLMAP's SIFT finds ~12,000 on 1600-pixel images; at this budget `msk` builds
     # more 3D points than at 8,192 on every scene measured and verifies no false pair (BENCHMARKS.md).
-    # refine: move detections to the LoG extremum over position and scale (msk.refinement).
+    # refine: move detections to the LoG extremum over position and scale (msk.refinement), and drop those
+    # that converge onto a stronger one's blob, refilling the budget from further detections.
     # max_orientations: 2 gives the strongest detections with a second orientation peak (SIFT's rule,
     # msk.orientation.SECOND_PEAK_RATIO) a second keypoint there, as long as the detections leave room
     # in max_keypoints: where the detector fills the budget (large, textured images) nothing changes,
@@ -118,11 +124,15 @@ class MskExtractor(RecordsWeights, Extractor):
     @torch.inference_mode()
     def extract(self, image: np.ndarray) -> Features:
         tensor = torch.from_numpy(image).float().div(255)[None, None]
-        detections = detect(self.detector, tensor, DetectionConf(max_keypoints=self.conf["max_keypoints"]))
+        budget = self.conf["max_keypoints"]
+        detected = budget + math.ceil(DUPLICATE_MARGIN * budget) if self.conf["refine"] else budget
+        detections = detect(self.detector, tensor, DetectionConf(max_keypoints=detected))
         xy = pixel_to_colmap(detections["xy"].numpy()).astype(np.float32)
         scales = detections["sigma"].numpy().astype(np.float32)
         scores = detections["score"].numpy().astype(np.float32)
-        pyramid = ImagePyramid(image)  # built once for the three patch crops
+        pyramid = ImagePyramid(image)  # built once for the patch crops
+        if self.conf["refine"]:
+            xy, scales, scores = self._refine(pyramid, xy, scales, scores)
         second_orientations = self.conf["max_orientations"] > 1 and not self.conf["upright"]
         room = self.conf["max_keypoints"] - len(xy) if second_orientations else 0
         chunks = []
@@ -134,13 +144,25 @@ class MskExtractor(RecordsWeights, Extractor):
             room -= seconds  # strongest first: the chunks come in the detector's order
         return Features(*(np.concatenate(parts) for parts in zip(*chunks)))
 
+    def _refine(
+        self, pyramid: ImagePyramid, xy: np.ndarray, scales: np.ndarray, scores: np.ndarray
+    ) -> tuple[np.ndarray, ...]:
+        """Refined xy (N', 2) and scales (N',) of detections (N, 2), (N,) strongest first, with their scores (N',):
+        those that converged onto a stronger one's blob dropped, the rest cut to the budget."""
+        refined = [
+            refine_blobs(pyramid, xy[i : i + KEYPOINT_CHUNK], scales[i : i + KEYPOINT_CHUNK])
+            for i in range(0, len(xy), KEYPOINT_CHUNK)
+        ]
+        if refined:
+            xy, scales = (np.concatenate(parts) for parts in zip(*refined))
+        distinct = ~converged_duplicates(xy, scales)
+        return tuple(part[distinct][: self.conf["max_keypoints"]] for part in (xy, scales, scores))
+
     def _describe(
         self, pyramid: ImagePyramid, xy: np.ndarray, scales: np.ndarray, scores: np.ndarray, room: int
     ) -> tuple[np.ndarray | int, ...]:
-        """Refined xy, scales, orientations, scores and descriptors of detections (N, 2), (N,), (N,) and of
-        up to `room` second orientations of the first of them, appended; and how many of those there are."""
-        if self.conf["refine"]:
-            xy, scales = refine_blobs(pyramid, xy, scales)
+        """xy, scales, orientations, scores and descriptors of keypoints (N, 2), (N,), (N,) and of up to
+        `room` second orientations of the first of them, appended; and how many of those there are."""
         if self.conf["upright"]:
             orientations, seconds = np.zeros(len(xy), np.float32), np.zeros(0, np.int64)
         else:

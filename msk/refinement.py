@@ -35,6 +35,12 @@ from .data.patches import ImagePyramid, crop_patches, upright_lafs
 # some CPUs, and a curvature or a best position read from such noise would move the keypoint along
 # the edge. Such differences count as ties and flat runs.
 NOISE_FLOOR = 1e-5
+# Two detections of one blob (neighbouring cells or levels) can both converge onto its LoG extremum:
+# twins with one descriptor, which then give a 3D point two observations in one image. On a fountain
+# image, 16 of 12,288 detections lie within these bounds of a stronger one before refinement, 434 after.
+DUPLICATE_DISTANCE = 0.5  # keypoint scales (the smaller of the two)
+DUPLICATE_OCTAVES = 0.25
+DUPLICATE_ROWS = 2048  # keypoints whose neighbours are compared at a time
 
 
 @dataclass(frozen=True)
@@ -223,3 +229,33 @@ def refine_blobs(
         position = torch.minimum((position + offset * scale[:, None]).clamp(min=0), corner)
         scale = scale * 2 ** (shift * conf.scale_step)
     return position.numpy().astype(xy.dtype), scale.numpy().astype(sigma.dtype)
+
+
+def converged_duplicates(
+    xy: np.ndarray, sigma: np.ndarray, distance: float = DUPLICATE_DISTANCE, octaves: float = DUPLICATE_OCTAVES
+) -> np.ndarray:
+    """(N,) True for each keypoint within `distance` scales (the smaller one's) and `octaves` of a keypoint
+    before it, for keypoints at positions (N, 2) with scales (N,), strongest first: the twins to drop.
+
+    Candidates come from a sweep along x (a twin is within `distance` of a keypoint's own scale in x),
+    so the work grows with the keypoints times their neighbours, not with the square of the keypoints.
+    """
+    x, y = torch.from_numpy(xy[:, 0]).double(), torch.from_numpy(xy[:, 1]).double()
+    scale = torch.from_numpy(sigma).double()
+    log_scale = scale.log2()
+    by_x = torch.argsort(x)
+    sorted_x = x[by_x]
+    reach = distance * scale[by_x]
+    first = torch.searchsorted(sorted_x, sorted_x - reach)  # (N,) window [first, stop) of each keypoint in by_x
+    stop = torch.searchsorted(sorted_x, sorted_x + reach, right=True)
+    duplicate = torch.zeros(len(xy), dtype=torch.bool)
+    for start in range(0, len(xy), DUPLICATE_ROWS):
+        rows = slice(start, start + DUPLICATE_ROWS)
+        window = first[rows, None] + torch.arange(int((stop[rows] - first[rows]).max()))  # (R, W)
+        inside = window < stop[rows, None]
+        other, me = by_x[window.clamp(max=len(xy) - 1)], by_x[rows, None]
+        twin = inside & (other < me)  # a stronger keypoint
+        twin &= torch.hypot(x[other] - x[me], y[other] - y[me]) < distance * torch.minimum(scale[other], scale[me])
+        twin &= (log_scale[other] - log_scale[me]).abs() < octaves
+        duplicate[by_x[rows]] = twin.any(dim=1)
+    return duplicate.numpy()

@@ -8,11 +8,12 @@ import msk.descriptor
 import msk.plugin
 from colmap_plugin.features import create_extractor
 from colmap_plugin.images import read_image
-from colmap_plugin.keypoints import affine_keypoints, colmap_to_pixel
+from colmap_plugin.keypoints import affine_keypoints, colmap_to_pixel, pixel_to_colmap
 from colmap_plugin.matchers import create_matcher
 from colmap_plugin.store import FeatureStore, StoreMismatchError
 from msk.descriptor import describe_keypoints, native_bfloat16
-from msk.detector import detect
+from msk.detector import DetectionConf, detect
+from msk.refinement import converged_duplicates, refine_blobs
 from msk.visualize import show_keypoints, synthetic_scene
 from msk.weights import (
     DESCRIPTOR_WEIGHTS,
@@ -131,6 +132,18 @@ def test_keypoints_are_described_the_same_in_chunks_of_any_size(warped_pair, mon
     for field in ("keypoints", "scales", "orientations"):
         np.testing.assert_allclose(getattr(chunked, field), getattr(whole, field), rtol=1e-6, atol=1e-5)
     np.testing.assert_allclose(chunked.descriptors, whole.descriptors, atol=1e-6)
+
+
+def test_no_two_keypoints_are_refined_onto_one_blob_and_the_budget_stays_full(warped_pair):
+    image, _ = warped_pair
+    features = create_extractor("msk", max_keypoints=2048).extract(image)
+    assert len(features) == 2048
+    assert not converged_duplicates(features.keypoints, features.scales).any()
+    # Without the duplicates dropped, some would be: the detections refine onto shared blobs.
+    with torch.inference_mode():
+        detections = detect(load_detector(), torch.from_numpy(image).float().div(255)[None, None], DetectionConf(2048))
+    xy, sigma = refine_blobs(image, pixel_to_colmap(detections["xy"].numpy()), detections["sigma"].numpy())
+    assert converged_duplicates(xy, sigma).sum() > 10
 
 
 def test_second_orientations_fill_only_the_budget_that_detections_leave(warped_pair):

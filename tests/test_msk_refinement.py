@@ -5,7 +5,14 @@ import pytest
 import torch
 
 from colmap_plugin.keypoints import pixel_to_colmap
-from msk.refinement import RefinementConf, log_kernels, parabola_at, quadratic_maximum, refine_blobs
+from msk.refinement import (
+    RefinementConf,
+    converged_duplicates,
+    log_kernels,
+    parabola_at,
+    quadratic_maximum,
+    refine_blobs,
+)
 
 SIGMA = 3.0
 
@@ -117,3 +124,33 @@ def test_the_quadratic_through_the_samples_finds_their_maximum_with_the_axes_cou
     assert quadratic_maximum(-quadratic_samples(curvature, maximum_at)).isnan().all()
     saddle = torch.diag(torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64)).expand(6, 3, 3)  # a maximum in x, y only
     assert quadratic_maximum(quadratic_samples(saddle, maximum_at)).isnan().all()
+
+
+def test_two_detections_of_one_blob_refine_onto_it_and_the_weaker_is_the_duplicate():
+    image = blob_image(np.array([40.0, 30.0]), bright=True)
+    detected = pixel_to_colmap(np.array([[39.0, 29.5], [41.2, 30.8], [70.0, 60.0]], np.float32))
+    xy, sigma = refine_blobs(image, detected, np.array([2.8, 3.2, 3.0], np.float32))
+    assert np.linalg.norm(xy[0] - xy[1]) < 0.05 * SIGMA  # both on the blob's centre
+    np.testing.assert_array_equal(converged_duplicates(xy, sigma), [False, True, False])  # strongest first
+
+
+def test_duplicates_are_keypoints_close_in_position_and_scale_to_a_stronger_one():
+    xy = np.array([[10, 10], [10.4, 10], [10.6, 10], [30, 30], [30.2, 30], [50, 50], [50.1, 50]], np.float32)
+    sigma = np.array([1, 1, 1, 2, 2 * 2**0.3, 8, 8], np.float32)
+    # 1: 0.4 scales from 0, a twin. 2: 0.6 scales from 0, but 0.2 from 1, which is dropped yet still
+    # stronger: a twin too. 4: as close as 1, but 0.3 octaves larger. 6: a twin of 5 at 0.0125 scales.
+    np.testing.assert_array_equal(converged_duplicates(xy, sigma), [False, True, True, False, False, False, True])
+    assert converged_duplicates(np.zeros((0, 2), np.float32), np.zeros(0, np.float32)).shape == (0,)
+
+
+def test_duplicate_search_along_x_finds_what_comparing_every_pair_finds():
+    rng = np.random.default_rng(0)
+    xy = (rng.random((3000, 2)) * [400, 300]).astype(np.float32)
+    sigma = (1.3 * 2 ** (rng.random(3000) * 5)).astype(np.float32)  # 1.3 to 42 px: wide windows too
+    xy[1::5], sigma[1::5] = xy[::5][:600] + 0.3, sigma[::5][:600] * 1.05  # planted twins
+    distance = np.linalg.norm(xy[:, None] - xy[None], axis=2)
+    near = distance < 0.5 * np.minimum(sigma[:, None], sigma[None])
+    near &= np.abs(np.log2(sigma[:, None] / sigma[None])) < 0.25
+    expected = (near & np.tri(3000, k=-1, dtype=bool)).any(axis=1)  # a keypoint before it
+    assert expected[1::5].all()
+    np.testing.assert_array_equal(converged_duplicates(xy, sigma), expected)
