@@ -98,8 +98,8 @@ class MskExtractor(RecordsWeights, Extractor):
     weight_files = (DETECTOR_WEIGHTS, DESCRIPTOR_WEIGHTS)
     output_version = EXTRACTION_VERSION
     name = "msk"
-    # max_keypoints: COLMAP's SIFT finds ~12,000 on 1600-pixel images; at this budget `msk` builds
-    # more 3D points than at 8,192 on every scene measured and verifies no false pair (BENCHMARKS.md).
+    # max_keypoints: COLMAP's SIFT finds ~12,000 on 1600-pixel images; at this budget `msk` built more 3D
+    # points than at 8,192 on every scene measured, and verified no false pair then (session 7, BENCHMARKS.md).
     # refine: move detections to the LoG extremum over position and scale (msk.refinement), and drop those
     # that converge onto a stronger one's blob, refilling the budget from further detections.
     # max_orientations: 2 gives the strongest detections with a second orientation peak (SIFT's rule,
@@ -134,7 +134,7 @@ class MskExtractor(RecordsWeights, Extractor):
         if self.conf["refine"]:
             xy, scales, scores = self._refine(pyramid, xy, scales, scores)
         second_orientations = self.conf["max_orientations"] > 1 and not self.conf["upright"]
-        room = self.conf["max_keypoints"] - len(xy) if second_orientations else 0
+        room = budget - len(xy) if second_orientations else 0
         chunks = []
         for i in range(0, max(len(xy), 1), KEYPOINT_CHUNK):  # at least one: no detections go the same way
             *chunk, seconds = self._describe(
