@@ -114,13 +114,12 @@ def add_reference_differences(methods: dict[str, dict[str, Any]]) -> None:
     (`auc<t>_vs_reference`: [difference, low, high]; None for the reference itself)."""
     reference = methods[REFERENCE]["pose_errors"]
     for name, results in methods.items():
-        differences = (
-            None
-            if name == REFERENCE
-            else pose_auc_difference_interval(results["pose_errors"], reference, DIFFERENCE_THRESHOLDS)
-        )
-        for t in DIFFERENCE_THRESHOLDS:
-            results[f"auc{t}_vs_reference"] = None if differences is None else list(differences[t])
+        if name == REFERENCE:
+            differences = dict.fromkeys(DIFFERENCE_THRESHOLDS)
+        else:
+            intervals = pose_auc_difference_interval(results["pose_errors"], reference, DIFFERENCE_THRESHOLDS)
+            differences = {t: list(interval) for t, interval in intervals.items()}
+        results.update({f"auc{t}_vs_reference": differences[t] for t in DIFFERENCE_THRESHOLDS})
 
 
 def verified_match_errors(database_path: Path, gt: pycolmap.Reconstruction) -> np.ndarray:

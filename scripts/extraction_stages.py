@@ -2,12 +2,14 @@
 
     .venv/bin/python scripts/extraction_stages.py 8192 [THREADS]
 
-Stages: detection (forward pass, suppression, cap), refinement (position and scale), orientation, cutting the
-descriptor patches, the descriptor network (bfloat16 where the CPU has it), the last four summed over
-the chunks of keypoints the extractor runs them on.
+Stages: detection (forward pass, suppression, cap), refinement (position and scale), the search for
+twins (msk.refinement.converged_duplicates), orientation (second orientations not added), cutting the
+descriptor patches, the descriptor network (bfloat16 where the CPU has it); all but detection and the
+twins summed over the chunks of keypoints the extractor runs them on.
 Means over the images, on THREADS torch threads (default 1: as `msk extract` runs each image).
 """
 
+import math
 import sys
 import time
 import zlib  # noqa: F401  (before pycolmap: see colmap_plugin/__init__.py)
@@ -21,9 +23,9 @@ from colmap_plugin.keypoints import affine_keypoints, pixel_to_colmap
 from msk.data.patches import ImagePyramid
 from msk.descriptor import describe_patches, descriptor_patches
 from msk.detector import DetectionConf, detect
-from msk.orientation import dominant_orientation
-from msk.plugin import KEYPOINT_CHUNK, resolve_bfloat16
-from msk.refinement import refine_blobs
+from msk.orientation import keypoint_orientations
+from msk.plugin import DUPLICATE_MARGIN, KEYPOINT_CHUNK, resolve_bfloat16
+from msk.refinement import converged_duplicates, refine_blobs
 from msk.weights import load_descriptor, load_detector
 
 
@@ -50,14 +52,25 @@ def main(max_keypoints: int, threads: int) -> None:
         image = read_image(image_dir / name, 1600).gray
         tensor = torch.from_numpy(image).float().div(255)[None, None]
         pyramid = ImagePyramid(image)
-        found = timed("detection", lambda: detect(detector, tensor, DetectionConf(max_keypoints=max_keypoints)))
+        detected = max_keypoints + math.ceil(DUPLICATE_MARGIN * max_keypoints)  # as MskExtractor detects
+        found = timed("detection", lambda: detect(detector, tensor, DetectionConf(max_keypoints=detected)))
         all_xy = pixel_to_colmap(found["xy"].numpy()).astype(np.float32)
         all_sigma = found["sigma"].numpy().astype(np.float32)
         stages: dict[str, float] = {}
-        for start in range(0, len(all_xy), KEYPOINT_CHUNK):  # as MskExtractor runs them
+        refined = [  # as MskExtractor refines them, a chunk at a time
+            timed(
+                "refinement",
+                lambda: refine_blobs(pyramid, all_xy[i : i + KEYPOINT_CHUNK], all_sigma[i : i + KEYPOINT_CHUNK]),
+                stages,
+            )
+            for i in range(0, len(all_xy), KEYPOINT_CHUNK)
+        ]
+        all_xy, all_sigma = (np.concatenate(parts) for parts in zip(*refined))
+        distinct = ~timed("twins", lambda: converged_duplicates(all_xy, all_sigma), stages)
+        all_xy, all_sigma = all_xy[distinct][:max_keypoints], all_sigma[distinct][:max_keypoints]
+        for start in range(0, len(all_xy), KEYPOINT_CHUNK):  # as MskExtractor describes them
             xy, sigma = all_xy[start : start + KEYPOINT_CHUNK], all_sigma[start : start + KEYPOINT_CHUNK]
-            xy, sigma = timed("refinement", lambda: refine_blobs(pyramid, xy, sigma), stages)
-            angle = timed("orientation", lambda: dominant_orientation(pyramid, xy, sigma), stages)
+            angle = timed("orientation", lambda: keypoint_orientations(pyramid, xy, sigma)[0], stages)
             patches = timed(
                 "patch cutting", lambda: descriptor_patches(pyramid, affine_keypoints(xy, sigma, angle)), stages
             )
