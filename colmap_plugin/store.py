@@ -4,7 +4,11 @@ features.h5: one group per image, keyed by its path relative to the image folder
     keypoints (N, 2) float32, centre-origin pixels at full resolution (hloc's convention),
     descriptors (D, N), scores (N,), scales (N,), orientations (N,), image_size (2,) = (W, H).
 matches.h5: one group per pair, keyed `name0/name1` with '/' inside names replaced by '-':
-    matches0 (N0,) int32, index into image 1 or -1; matching_scores0 (N0,) float32.
+    matches (K, 2) int32 keypoint indices and scores (K,) float32: every match, as the database holds them;
+    matches0 (N0,) int32, index into image 1 or -1, and matching_scores0 (N0,) float32: hloc's view,
+    which holds one match per keypoint of image 0, its most probable one. A learned matcher's
+    candidates proposed from both images can join a keypoint to two (0.8% of `msk`'s matches on the
+    fountain); only `matches` keeps both.
 The root attribute `identity` (JSON) records the extractor or matcher and its options; a store
 is never filled by two different ones.
 
@@ -28,7 +32,7 @@ from .features import Features
 from .keypoints import colmap_to_pixel, pixel_to_colmap
 
 FEATURE_DATASETS = ("keypoints", "descriptors", "scores", "scales", "orientations", "image_size")
-MATCH_DATASETS = ("matches0", "matching_scores0")
+MATCH_DATASETS = ("matches", "scores", "matches0", "matching_scores0")
 
 # What h5py raises for a file or an object it cannot read.
 _DAMAGE = (OSError, RuntimeError, KeyError, ValueError)
@@ -283,16 +287,21 @@ class MatchStore(_Store):
         return names_to_pair(*pair) in self._keys
 
     def write(self, name0: str, name1: str, matches: np.ndarray, scores: np.ndarray, num_keypoints0: int) -> None:
-        """Store matches (K, 2) of keypoint indices with their scores (K,)."""
+        """Store matches (K, 2) of keypoint indices with their scores (K,); image 0 has num_keypoints0 keypoints."""
+        matches = np.asarray(matches, dtype=np.int32).reshape(-1, 2)
+        scores = np.asarray(scores, dtype=np.float32)
+        # hloc's view: each keypoint of image 0 keeps its most probable match.
+        by_keypoint_then_score = np.lexsort((-scores, matches[:, 0]))
+        _, first = np.unique(matches[by_keypoint_then_score, 0], return_index=True)
+        best = by_keypoint_then_score[first]
         matches0 = np.full(num_keypoints0, -1, dtype=np.int32)
         matching_scores0 = np.zeros(num_keypoints0, dtype=np.float32)
-        matches0[matches[:, 0]] = matches[:, 1]
-        matching_scores0[matches[:, 0]] = scores
-        self._replace_group(names_to_pair(name0, name1), {"matches0": matches0, "matching_scores0": matching_scores0})
+        matches0[matches[best, 0]] = matches[best, 1]
+        matching_scores0[matches[best, 0]] = scores[best]
+        datasets = {"matches": matches, "scores": scores, "matches0": matches0, "matching_scores0": matching_scores0}
+        self._replace_group(names_to_pair(name0, name1), datasets)
 
     def read(self, name0: str, name1: str) -> tuple[np.ndarray, np.ndarray]:
-        """Matches (K, 2) and scores (K,) of a stored pair."""
+        """Every match (K, 2) int64 of a stored pair and its score (K,) float32."""
         group = self._file[names_to_pair(name0, name1)]
-        matches0 = group["matches0"][()]
-        (index0,) = np.nonzero(matches0 >= 0)
-        return np.column_stack([index0, matches0[index0]]).astype(np.int64), group["matching_scores0"][()][index0]
+        return group["matches"][()].astype(np.int64), group["scores"][()]

@@ -12,7 +12,7 @@ from colmap_plugin.extraction import ExtractionConf, FeatureKindMismatchError, e
 from colmap_plugin.images import list_images
 from colmap_plugin.matching import MatchingConf, match_features
 from colmap_plugin.pairs import select_pairs
-from colmap_plugin.store import FeatureStore, StoreMismatchError
+from colmap_plugin.store import FeatureStore, MatchStore, StoreMismatchError
 
 
 def database_snapshot(path) -> dict:
@@ -61,6 +61,10 @@ def test_features_reach_database_and_store(images, tmp_path, method):
             assert database.num_keypoints_for_image(image_id) == store.num_keypoints(name) > 100
         ids = image_ids_by_name(database)
         assert all(database.exists_two_view_geometry(ids[a], ids[b]) for a, b in select_pairs("exhaustive", database))
+        with MatchStore(tmp_path / "out/matches.h5") as match_store:
+            for name0, name1 in select_pairs("exhaustive", database):  # the store holds what the database holds
+                stored, _ = match_store.read(name0, name1)
+                assert np.array_equal(stored, database.read_matches(ids[name0], ids[name1]))
         # pycolmap lists only pairs that passed verification (config other than UNDEFINED).
         assert len(database.read_two_view_geometries()[0]) >= 10
 

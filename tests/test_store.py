@@ -45,3 +45,24 @@ def test_match_store_round_trip(tmp_path):
         back, scores = store.read("a/x.jpg", "b.jpg")
     assert names_to_pair("a/x.jpg", "b.jpg") == "a-x.jpg/b.jpg"
     assert np.array_equal(back, matches) and np.allclose(scores, [0.9, 0.8])
+
+
+def test_match_store_keeps_a_keypoint_matched_twice_and_hloc_sees_its_most_probable_match(tmp_path):
+    matches = np.array([[0, 5], [0, 2], [3, 1]])  # keypoint 0 of image 0 proposed twice, as both-way candidates do
+    with MatchStore(tmp_path / "matches.h5") as store:
+        store.write("x.jpg", "y.jpg", matches, np.array([0.7, 0.9, 0.8], np.float32), num_keypoints0=4)
+        back, scores = store.read("x.jpg", "y.jpg")
+    assert np.array_equal(back, matches) and np.allclose(scores, [0.7, 0.9, 0.8])
+    with h5py.File(tmp_path / "matches.h5") as raw:
+        assert raw["x.jpg/y.jpg/matches0"][()].tolist() == [2, -1, -1, 1]
+        assert np.allclose(raw["x.jpg/y.jpg/matching_scores0"][()], [0.9, 0, 0, 0.8])
+
+
+def test_match_entry_without_the_full_match_list_counts_as_missing(tmp_path):
+    """Stores written before every match was kept hold matches0 alone: those pairs are matched again."""
+    with MatchStore(tmp_path / "matches.h5") as store:
+        store.write("x.jpg", "y.jpg", np.array([[0, 1]]), np.array([0.9], np.float32), num_keypoints0=2)
+        for name in ("matches", "scores"):
+            del store._file["x.jpg/y.jpg"][name]
+    with MatchStore(tmp_path / "matches.h5") as store:
+        assert ("x.jpg", "y.jpg") not in store
