@@ -6,6 +6,8 @@ import torch
 
 from colmap_plugin.keypoints import pixel_to_colmap
 from msk.refinement import (
+    DUPLICATE_DISTANCE,
+    DUPLICATE_OCTAVES,
     RefinementConf,
     converged_duplicates,
     log_kernels,
@@ -135,10 +137,10 @@ def test_two_detections_of_one_blob_refine_onto_it_and_the_weaker_is_the_duplica
 
 
 def test_duplicates_are_keypoints_close_in_position_and_scale_to_a_stronger_one():
-    xy = np.array([[10, 10], [10.4, 10], [10.6, 10], [30, 30], [30.2, 30], [50, 50], [50.1, 50]], np.float32)
-    sigma = np.array([1, 1, 1, 2, 2 * 2**0.3, 8, 8], np.float32)
-    # 1: 0.4 scales from 0, a twin. 2: 0.6 scales from 0, but 0.2 from 1, which is dropped yet still
-    # stronger: a twin too. 4: as close as 1, but 0.3 octaves larger. 6: a twin of 5 at 0.0125 scales.
+    xy = np.array([[10, 10], [10.8, 10], [11.2, 10], [30, 30], [30.4, 30], [50, 50], [50.1, 50]], np.float32)
+    sigma = np.array([1, 1, 1, 2, 2 * 2**0.6, 8, 8], np.float32)
+    # 1: 0.8 scales from 0, a twin. 2: 1.2 scales from 0, but 0.4 from 1, which is dropped yet still
+    # stronger: a twin too. 4: 0.2 scales from 3, but 0.6 octaves larger. 6: a twin of 5 at 0.0125 scales.
     np.testing.assert_array_equal(converged_duplicates(xy, sigma), [False, True, True, False, False, False, True])
     assert converged_duplicates(np.zeros((0, 2), np.float32), np.zeros(0, np.float32)).shape == (0,)
 
@@ -149,8 +151,8 @@ def test_duplicate_search_along_x_finds_what_comparing_every_pair_finds():
     sigma = (1.3 * 2 ** (rng.random(3000) * 5)).astype(np.float32)  # 1.3 to 42 px: wide windows too
     xy[1::5], sigma[1::5] = xy[::5][:600] + 0.3, sigma[::5][:600] * 1.05  # planted twins
     distance = np.linalg.norm(xy[:, None] - xy[None], axis=2)
-    near = distance < 0.5 * np.minimum(sigma[:, None], sigma[None])
-    near &= np.abs(np.log2(sigma[:, None] / sigma[None])) < 0.25
+    near = distance < DUPLICATE_DISTANCE * np.minimum(sigma[:, None], sigma[None])
+    near &= np.abs(np.log2(sigma[:, None] / sigma[None])) < DUPLICATE_OCTAVES
     expected = (near & np.tri(3000, k=-1, dtype=bool)).any(axis=1)  # a keypoint before it
     assert expected[1::5].all()
     np.testing.assert_array_equal(converged_duplicates(xy, sigma), expected)

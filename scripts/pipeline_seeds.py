@@ -1,0 +1,84 @@
+"""How much do a method's pose figures move with the pipeline's own randomness, its matches held fixed?
+
+    .venv/bin/python scripts/pipeline_seeds.py COMPARE_DIR [COMPARE_DIR ...] [--seeds 5] --work DIR
+
+COMPARE_DIR is one scene's `msk compare --gt` output (report.json, runs/<method>/database.db); its
+image folder and ground truth are read from report.json, relative to the folder `msk compare` ran in.
+For each method and seed, the database is copied into DIR, its two-view geometries cleared, its raw
+matches verified again with that RANSAC seed, and the copy mapped with that mapper seed, on one
+thread, as `msk compare` maps. Seed 0 repeats `msk compare` itself. Printed: relative pose AUC@1° and
+5° and 3D points per seed, then each method's mean and standard deviation over the seeds. The
+bootstrap intervals of `msk compare --gt` cover which images a scene happens to have; this covers
+the verification's and the mapper's sampling, the images fixed.
+"""
+
+import argparse
+import json
+import shutil
+import zlib  # noqa: F401  (before pycolmap: see colmap_plugin/__init__.py)
+from pathlib import Path
+
+import numpy as np
+import pycolmap
+
+from colmap_plugin.database import open_database
+from colmap_plugin.pairs import write_pairs_file
+from colmap_plugin.reconstruction import ReconstructionConf, reconstruct
+from reconstruction_eval.metrics import pose_auc, relative_pose_errors
+
+THRESHOLDS = (1, 5)
+
+
+def matched_pairs(database_path: Path) -> list[tuple[str, str]]:
+    """The image pairs a database holds raw matches for, by name."""
+    with open_database(database_path) as database:
+        names = {image.image_id: image.name for image in database.read_all_images()}
+        pair_ids, _ = database.read_all_matches()
+    return [tuple(names[i] for i in pycolmap.pair_id_to_image_pair(pair_id)) for pair_id in pair_ids]
+
+
+def remap(run: Path, image_dir: Path, seed: int, work: Path) -> pycolmap.Reconstruction:
+    """The run's raw matches verified with RANSAC seed `seed` and mapped with mapper seed `seed`, in `work`."""
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    database = work / "database.db"
+    shutil.copy(run / "database.db", database)
+    with open_database(database) as opened:
+        opened.clear_two_view_geometries()
+    write_pairs_file(matched_pairs(database), work / "pairs.txt")
+    options = pycolmap.TwoViewGeometryOptions()
+    options.ransac.random_seed = seed
+    pycolmap.verify_matches(database, work / "pairs.txt", options)
+    return reconstruct(database, image_dir, work / "sparse", ReconstructionConf(num_threads=1, seed=seed))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("compare_dirs", nargs="+", type=Path)
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--work", type=Path, required=True, help="folder for the re-verified databases and models")
+    args = parser.parse_args()
+    for compare_dir in args.compare_dirs:
+        report = json.loads((compare_dir / "report.json").read_text())
+        gt = pycolmap.Reconstruction(Path(report["gt"]))
+        for run in sorted((compare_dir / "runs").iterdir()):
+            rows = []
+            for seed in range(args.seeds):
+                model = remap(run, Path(report["images"]), seed, args.work / compare_dir.name / run.name / str(seed))
+                auc = pose_auc(relative_pose_errors(model, gt), THRESHOLDS)
+                rows.append([auc[1], auc[5], model.num_points3D()])
+                print(
+                    f"{compare_dir.name} {run.name} seed {seed}: AUC@1 {auc[1]:.2f}, AUC@5 {auc[5]:.2f}, "
+                    f"{model.num_points3D()} points",
+                    flush=True,
+                )
+            mean, std = np.mean(rows, axis=0), np.std(rows, axis=0)
+            print(
+                f"{compare_dir.name} {run.name} over {args.seeds} seeds: AUC@1 {mean[0]:.2f} ± {std[0]:.2f}, "
+                f"AUC@5 {mean[1]:.2f} ± {std[1]:.2f}, points {mean[2]:.0f} ± {std[2]:.0f}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
