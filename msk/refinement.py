@@ -43,7 +43,7 @@ NOISE_FLOOR = 1e-5
 # a quarter octave), 57-63% lay within these (BENCHMARKS.md, session 17).
 DUPLICATE_DISTANCE = 1.0  # keypoint scales (the smaller of the two)
 DUPLICATE_OCTAVES = 0.5
-DUPLICATE_ROWS = 2048  # keypoints whose neighbours are compared at a time
+DUPLICATE_ROWS = 512  # keypoints whose neighbours are compared at a time, those with the narrowest windows first
 
 
 @dataclass(frozen=True)
@@ -251,9 +251,12 @@ def converged_duplicates(
     reach = distance * scale[by_x]
     first = torch.searchsorted(sorted_x, sorted_x - reach)  # (N,) window [first, stop) of each keypoint in by_x
     stop = torch.searchsorted(sorted_x, sorted_x + reach, right=True)
+    # Rows with windows of similar widths go together: a block is as wide as its widest window, and the
+    # few large keypoints' windows are 10x the width of the many small ones'.
+    by_width = torch.argsort(stop - first)
     duplicate = torch.zeros(len(xy), dtype=torch.bool)
     for start in range(0, len(xy), DUPLICATE_ROWS):
-        rows = slice(start, start + DUPLICATE_ROWS)
+        rows = by_width[start : start + DUPLICATE_ROWS]
         window = first[rows, None] + torch.arange(int((stop[rows] - first[rows]).max()))  # (R, W)
         inside = window < stop[rows, None]
         other, me = by_x[window.clamp(max=len(xy) - 1)], by_x[rows, None]
