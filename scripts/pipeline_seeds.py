@@ -4,12 +4,12 @@
 
 COMPARE_DIR is one scene's `msk compare --gt` output (report.json, runs/<method>/database.db); its
 image folder and ground truth are read from report.json, relative to the folder `msk compare` ran in.
-For each method and seed, the database is copied into DIR, its two-view geometries cleared, its raw
-matches verified again with that RANSAC seed, and the copy mapped with that mapper seed, on one
-thread, as `msk compare` maps. Seed 0 repeats `msk compare` itself. Printed: relative pose AUC@1° and
-5° and 3D points per seed, then each method's mean and standard deviation over the seeds. The
-bootstrap intervals of `msk compare --gt` cover which images a scene happens to have; this covers
-the verification's and the mapper's sampling, the images fixed.
+For each method and seed, the database is copied into DIR/<COMPARE_DIR's parent>/<scene>/<method>/
+<seed>, its two-view geometries cleared, its raw matches verified again with that RANSAC seed, and the
+copy mapped with that mapper seed, on one thread, as `msk compare` maps. Seed 0 repeats `msk compare`
+itself. Printed: relative pose AUC@1° and 5° and 3D points per seed, then each method's mean and
+standard deviation over the seeds. The bootstrap intervals of `msk compare --gt` cover which images
+a scene happens to have; this covers the verification's and the mapper's sampling, the images fixed.
 """
 
 import argparse
@@ -64,7 +64,8 @@ def main() -> None:
         for run in sorted((compare_dir / "runs").iterdir()):
             rows = []
             for seed in range(args.seeds):
-                model = remap(run, Path(report["images"]), seed, args.work / compare_dir.name / run.name / str(seed))
+                work = args.work / compare_dir.parent.name / compare_dir.name / run.name / str(seed)
+                model = remap(run, Path(report["images"]), seed, work)
                 auc = pose_auc(relative_pose_errors(model, gt), THRESHOLDS)
                 rows.append([auc[1], auc[5], model.num_points3D()])
                 print(
