@@ -105,6 +105,7 @@ def _readable_datasets(group: h5py.Group, prefix: str = "") -> Iterator[str]:
 
 class _Store:
     required: tuple[str, ...] = ()
+    outdated_layout: tuple[str, ...] = ()  # the datasets of an entry written by an older version
     replace_hint = "use another file"
     repair_hint = "run the step that writes it again"
 
@@ -157,7 +158,12 @@ class _Store:
                 datasets.append(name.decode())
 
         h5py.h5o.visit(file.id, visit, info=True)
-        return _complete_groups(datasets, self.required)
+        complete = _complete_groups(datasets, self.required)
+        self._note_outdated(_complete_groups(datasets, self.outdated_layout) - complete)
+        return complete
+
+    def _note_outdated(self, keys: set[str]) -> None:
+        """Say that entries of an older layout will be computed again (a rerun does so silently otherwise)."""
 
     def _rebuild(self) -> None:
         """Replace a damaged store by a copy of its readable complete entries; keep the damaged file."""
@@ -282,6 +288,15 @@ class FeatureStore(_Store):
 class MatchStore(_Store):
     required = MATCH_DATASETS
     replace_hint = "use another --matches file"
+    outdated_layout = ("matches0", "matching_scores0")  # before every match was kept
+
+    def _note_outdated(self, keys: set[str]) -> None:
+        if keys:
+            print(
+                f"note: {self.path} holds {len(keys)} pair(s) stored by an older version, which kept one match "
+                "per keypoint; they will be matched again",
+                file=sys.stderr,
+            )
 
     def __contains__(self, pair: tuple[str, str]) -> bool:
         return names_to_pair(*pair) in self._keys

@@ -58,11 +58,13 @@ def test_match_store_keeps_a_keypoint_matched_twice_and_hloc_sees_its_most_proba
         assert np.allclose(raw["x.jpg/y.jpg/matching_scores0"][()], [0.9, 0, 0, 0.8])
 
 
-def test_match_entry_without_the_full_match_list_counts_as_missing(tmp_path):
+def test_match_entry_without_the_full_match_list_counts_as_missing(tmp_path, capsys):
     """Stores written before every match was kept hold matches0 alone: those pairs are matched again."""
     with MatchStore(tmp_path / "matches.h5") as store:
         store.write("x.jpg", "y.jpg", np.array([[0, 1]]), np.array([0.9], np.float32), num_keypoints0=2)
         for name in ("matches", "scores"):
             del store._file["x.jpg/y.jpg"][name]
+    assert capsys.readouterr().err == ""
     with MatchStore(tmp_path / "matches.h5") as store:
         assert ("x.jpg", "y.jpg") not in store
+    assert "holds 1 pair(s) stored by an older version" in capsys.readouterr().err
