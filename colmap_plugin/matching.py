@@ -95,12 +95,12 @@ def _write_database_matches(database: pycolmap.Database, id0: int, id1: int, mat
         database.write_matches(id0, id1, matches)
 
 
-def verify_pairs(database_path: Path, pairs: list[tuple[str, str]]) -> None:
-    """Geometric verification (pycolmap, pairs in parallel) writing their two-view geometries."""
+def verify_pairs(database_path: Path, pairs: list[tuple[str, str]], seed: int = RANSAC_SEED) -> None:
+    """Geometric verification (pycolmap, pairs in parallel, RANSAC seeded) writing their two-view geometries."""
     if not pairs:
         return
     options = pycolmap.TwoViewGeometryOptions()
-    options.ransac.random_seed = RANSAC_SEED
+    options.ransac.random_seed = seed
     with tempfile.TemporaryDirectory() as tmp:
         pairs_path = Path(tmp) / "pairs.txt"
         write_pairs_file(pairs, pairs_path)

@@ -3,7 +3,7 @@
     .venv/bin/python scripts/pipeline_seeds.py COMPARE_DIR [COMPARE_DIR ...] [--seeds 5] --work DIR
 
 COMPARE_DIR is one scene's `msk compare --gt` output (report.json, runs/<method>/database.db); its
-image folder and ground truth are read from report.json, relative to the folder `msk compare` ran in.
+image folder, pairs and ground truth are read from report.json, relative to the folder `msk compare` ran in.
 For each method and seed, the database is copied into DIR/<COMPARE_DIR's parent>/<scene>/<method>/
 <seed>, its two-view geometries cleared, its raw matches verified again with that RANSAC seed, and the
 copy mapped with that mapper seed, on one thread, as `msk compare` maps. Seed 0 repeats `msk compare`
@@ -22,33 +22,25 @@ import numpy as np
 import pycolmap
 
 from colmap_plugin.database import open_database
-from colmap_plugin.pairs import write_pairs_file
+from colmap_plugin.matching import verify_pairs
+from colmap_plugin.pairs import select_pairs
 from colmap_plugin.reconstruction import ReconstructionConf, reconstruct
 from reconstruction_eval.metrics import pose_auc, relative_pose_errors
 
 THRESHOLDS = (1, 5)
 
 
-def matched_pairs(database_path: Path) -> list[tuple[str, str]]:
-    """The image pairs a database holds raw matches for, by name."""
-    with open_database(database_path) as database:
-        names = {image.image_id: image.name for image in database.read_all_images()}
-        pair_ids, _ = database.read_all_matches()
-    return [tuple(names[i] for i in pycolmap.pair_id_to_image_pair(pair_id)) for pair_id in pair_ids]
-
-
-def remap(run: Path, image_dir: Path, seed: int, work: Path) -> pycolmap.Reconstruction:
-    """The run's raw matches verified with RANSAC seed `seed` and mapped with mapper seed `seed`, in `work`."""
+def remap(run: Path, image_dir: Path, pairs_spec: str, seed: int, work: Path) -> pycolmap.Reconstruction:
+    """The run's raw matches verified with RANSAC seed `seed` and mapped with mapper seed `seed`, in `work`;
+    `pairs_spec` names the pairs `msk compare` matched (its report's "pairs")."""
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     database = work / "database.db"
     shutil.copy(run / "database.db", database)
     with open_database(database) as opened:
         opened.clear_two_view_geometries()
-    write_pairs_file(matched_pairs(database), work / "pairs.txt")
-    options = pycolmap.TwoViewGeometryOptions()
-    options.ransac.random_seed = seed
-    pycolmap.verify_matches(database, work / "pairs.txt", options)
+        pairs = select_pairs(pairs_spec, opened)
+    verify_pairs(database, pairs, seed)
     return reconstruct(database, image_dir, work / "sparse", ReconstructionConf(num_threads=1, seed=seed))
 
 
@@ -65,7 +57,7 @@ def main() -> None:
             rows = []
             for seed in range(args.seeds):
                 work = args.work / compare_dir.parent.name / compare_dir.name / run.name / str(seed)
-                model = remap(run, Path(report["images"]), seed, work)
+                model = remap(run, Path(report["images"]), report["pairs"], seed, work)
                 auc = pose_auc(relative_pose_errors(model, gt), THRESHOLDS)
                 rows.append([auc[1], auc[5], model.num_points3D()])
                 print(
