@@ -21,14 +21,16 @@ def similarity_to_distance(similarity: torch.Tensor) -> torch.Tensor:
     return (2 - 2 * similarity).clamp(min=0).sqrt()
 
 
-BFLOAT16_MIN_KEYPOINTS = 4096  # below it the float32 product is about as fast, and slower matching is cheap
+# How the learned matcher finds each keypoint's two most similar keypoints in the other image (nearest_both_ways).
+SEARCHES = ("exact", "float32", "bfloat16")
+SHORTLIST_MIN_KEYPOINTS = 4096  # below it the exact search is about as fast, and slower matching is cheap
 # Rows of the similarity matrix formed at a time: top-k over a block that is still in cache made the
 # search 1.3x faster for 8,192 keypoints a side (one thread, bfloat16) than over the whole matrix.
-# The bfloat16 search forms its product in the same blocks, which must hold whole groups of GROUP rows.
+# The shortlists form their product in the same blocks, which must hold whole groups of GROUP rows.
 ROW_BLOCK = 256
-# The bfloat16 search groups the keypoints of each side by GROUP and shortlists, for each keypoint,
-# the SHORTLIST groups of the other side holding its most similar keypoints: their members (32) are
-# then scored exactly in float32. The groups hold at least the 4 best in bfloat16.
+# The shortlists group the keypoints of each side by GROUP and keep, for each keypoint, the SHORTLIST
+# groups of the other side holding its most similar keypoints: their members (32) are then scored in
+# float32. The groups hold at least the 4 most similar as the product's type computes them.
 GROUP = 8
 SHORTLIST = 4
 # Keypoints whose shortlists are scored at a time: their 2 MB of candidates stay in cache, which
@@ -46,43 +48,57 @@ def _most_similar(desc0: torch.Tensor, desc1: torch.Tensor, k: int) -> Nearest:
     return torch.cat([block.values for block in blocks]), torch.cat([block.indices for block in blocks])
 
 
-def nearest_both_ways(desc0: torch.Tensor, desc1: torch.Tensor, bfloat16: bool = False) -> tuple[Nearest, Nearest]:
+def nearest_both_ways(desc0: torch.Tensor, desc1: torch.Tensor, search: str = "exact") -> tuple[Nearest, Nearest]:
     """The k <= 2 most similar rows of desc1 (M, D) for each row of desc0 (N, D), and of desc0 for each row of desc1.
 
     Returns ((N, k) similarities, (N, k) indices) and ((M, k'), (M, k')), k = min(2, M), k' = min(2, N),
-    most similar first. Exact: one float32 product per direction, each row's values from its own
-    product, as the match decision's training candidates were computed. With `bfloat16` (and both
-    sides at least BFLOAT16_MIN_KEYPOINTS), one bfloat16 product shortlists candidates for both
-    directions (`_bfloat16_shortlists`), which are then scored exactly. Between two fountain images'
-    12,288 `msk` keypoints, on one thread, it takes 0.47 s against 1.36 s for the exact search, and
-    finds the same nearest neighbour for 99.99% of keypoints (scripts/bfloat16_agreement.py).
+    most similar first. `search` (one of SEARCHES):
+      - exact: one float32 product per direction, each row's values from its own product, as the match
+        decision's training candidates were computed.
+      - float32, bfloat16 (both sides at least SHORTLIST_MIN_KEYPOINTS, else exact): one product of that
+        type shortlists candidates for both directions (`_group_shortlists`), which are then scored in
+        float32. From a float32 product the shortlists hold both nearest neighbours of every keypoint,
+        so only the rounding of the scores differs from the exact search (6e-7 at most). Between two
+        fountain images' 12,288 `msk` keypoints, on one thread, the exact search takes 0.72 s, float32
+        shortlists 0.51 s, and bfloat16 ones 0.33 s (the same two neighbours for 99.98% of keypoints).
+        With torch and MKL held to AVX2, as on most laptops, the first two take 0.99 and 0.66 s
+        (scripts/bfloat16_agreement.py).
     """
-    if not bfloat16 or min(len(desc0), len(desc1)) < BFLOAT16_MIN_KEYPOINTS:
+    if search not in SEARCHES:
+        raise ValueError(f"search must be one of {', '.join(SEARCHES)}, not {search!r}")
+    if search == "exact" or min(len(desc0), len(desc1)) < SHORTLIST_MIN_KEYPOINTS:
         return _most_similar(desc0, desc1, min(2, len(desc1))), _most_similar(desc1, desc0, min(2, len(desc0)))
-    shortlist0, shortlist1 = _bfloat16_shortlists(desc0, desc1)
+    dtype = torch.bfloat16 if search == "bfloat16" else torch.float32
+    shortlist0, shortlist1 = _group_shortlists(desc0, desc1, dtype)
     return _rescored(desc0, desc1, shortlist0), _rescored(desc1, desc0, shortlist1)
 
 
-def _bfloat16_shortlists(desc0: torch.Tensor, desc1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _group_shortlists(
+    desc0: torch.Tensor, desc1: torch.Tensor, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Candidate indices (N, SHORTLIST * GROUP) into desc1 (M, D) and (M, SHORTLIST * GROUP) into desc0 (N, D).
 
-    Both come from one bfloat16 similarity matrix, formed ROW_BLOCK rows at a time and reduced to
-    group maxima along both axes. Torch vectorises a maximum over a middle axis, but is 7x slower
-    over the last one, so desc1's groups are strided (with M' = M padded to a multiple of GROUP, group
-    c holds keypoints c, c + M' / GROUP, ...) and desc0's are consecutive. Both sides are padded with
-    zero rows to a multiple of GROUP; indices of padding (>= M, >= N) may appear in the shortlists.
+    Both come from one similarity matrix in `dtype`, formed ROW_BLOCK rows at a time and reduced to
+    group maxima along both axes. A keypoint's nearest neighbour lies in the group with the highest
+    maximum, its second in that group or in the one with the next: float32 maxima keep both in the
+    shortlist. Torch vectorises a maximum over a middle axis, but is 7x slower over the last one, so
+    desc1's groups are strided (with M' = M padded to a multiple of GROUP, group c holds keypoints
+    c, c + M' / GROUP, ...) and desc0's are consecutive. Both sides are padded with zero rows to a
+    multiple of GROUP; indices of padding (>= M, >= N) may appear in the shortlists.
     """
-    rows, columns = (_padded(desc, GROUP).bfloat16() for desc in (desc0, desc1))
+    rows, columns = (_padded(desc, GROUP).to(dtype) for desc in (desc0, desc1))
     column_groups, row_groups = len(columns) // GROUP, len(rows) // GROUP
     columns_shortlisted, rows_shortlisted = min(SHORTLIST, column_groups), min(SHORTLIST, row_groups)
-    best_column_groups, row_group_maxima = [], []
+    best_column_groups = []
+    # Stored transposed, as each block is reduced: top-k over the last axis is fast, over the first one slow.
+    row_group_maxima = torch.empty(len(columns), row_groups, dtype=dtype)  # (M', N' / GROUP)
     for start in range(0, len(rows), ROW_BLOCK):  # blocks hold whole groups of rows: ROW_BLOCK % GROUP == 0
         similarity = rows[start : start + ROW_BLOCK] @ columns.T  # (B, M')
         column_group_maxima = similarity.view(len(similarity), GROUP, column_groups).amax(dim=1)
         best_column_groups.append(column_group_maxima.topk(columns_shortlisted, dim=1).indices)
-        row_group_maxima.append(similarity.view(-1, GROUP, similarity.shape[1]).amax(dim=1))  # (B / GROUP, M')
-    # Transposed first: top-k over the last axis is fast, over the first one slow.
-    best_row_groups = torch.cat(row_group_maxima).T.contiguous().topk(rows_shortlisted, dim=1).indices
+        block_maxima = similarity.view(-1, GROUP, similarity.shape[1]).amax(dim=1)  # (B / GROUP, M')
+        row_group_maxima[:, start // GROUP : start // GROUP + len(block_maxima)] = block_maxima.T
+    best_row_groups = row_group_maxima.topk(rows_shortlisted, dim=1).indices
     members = torch.arange(GROUP)
     shortlist0 = (torch.cat(best_column_groups)[:, :, None] + members * column_groups).flatten(1)
     shortlist1 = (best_row_groups[:, :, None] * GROUP + members).flatten(1)

@@ -56,17 +56,17 @@ def propose_candidates(
     frames0: torch.Tensor,
     frames1: torch.Tensor,
     both_ways: bool = False,
-    bfloat16: bool = False,
+    search: str = "exact",
 ) -> Candidates:
     """Candidates and their features from L2-normalised descriptors (N, D), (M, D), M >= 1, and frames (N, 2), (M, 2).
 
     Each keypoint of image 0 proposes its nearest neighbour in image 1; with `both_ways`, each
     keypoint of image 1 also proposes its nearest neighbour in image 0 when that pair is not
     already proposed (not mutual). Both kinds are described from the proposer's side, so they
-    look alike to the network, which is trained on image 0's proposals. `bfloat16`: see
+    look alike to the network, which is trained on image 0's proposals. `search`: see
     `colmap_plugin.matchers.nearest_both_ways`.
     """
-    nearest0, nearest1 = nearest_both_ways(desc0, desc1, bfloat16)  # similarities and indices (N, k), (M, k)
+    nearest0, nearest1 = nearest_both_ways(desc0, desc1, search)  # similarities and indices (N, k), (M, k)
     upright = not (frames0[:, 1].any() or frames1[:, 1].any())
     forward, consensus = _proposals(desc0, desc1, nearest0, nearest1, frames0, frames1, upright)
     if not both_ways:

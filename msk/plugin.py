@@ -41,8 +41,9 @@ from .weights import (
 EXTRACTION_VERSION = 10
 SIFT_MSK_EXTRACTION_VERSION = 4
 # Matches: 1-4 shared the features' versions. 5: neighbours of both images shortlisted from one
-# bfloat16 product (colmap_plugin.matchers.nearest_both_ways), which changes near ties.
-MATCHING_VERSION = 5
+# bfloat16 product (colmap_plugin.matchers.nearest_both_ways), which changes near ties. 6: without
+# bfloat16, shortlisted from one float32 product, whose scores round differently from the exact search's.
+MATCHING_VERSION = 6
 
 # Keypoints refined, oriented, cut and described at a time: with arrays that stay in cache, extracting
 # 8,192 keypoints on one thread is 1.4x faster than with all of them at once, with the same results.
@@ -187,7 +188,8 @@ class LearnedMatcher(RecordsWeights, Matcher):
     output_version = MATCHING_VERSION
     name = "learned"
     # threshold None: the one chosen at training time; both_ways: image 1's keypoints propose candidates too;
-    # bfloat16: shortlist neighbours in bfloat16 (None: where the CPU has it natively).
+    # bfloat16: shortlist neighbours from a bfloat16 product, else a float32 one (None: bfloat16 where the
+    # CPU has it natively).
     default_conf = {"threshold": None, "both_ways": True, "bfloat16": None}
 
     def __init__(self, **conf):
@@ -208,7 +210,7 @@ class LearnedMatcher(RecordsWeights, Matcher):
                 for f in (features0, features1)
             ),
             both_ways=self.conf["both_ways"],
-            bfloat16=self.conf["bfloat16"],
+            search="bfloat16" if self.conf["bfloat16"] else "float32",
         )
         probability = torch.sigmoid(self.network(candidates.features))
         keep = probability > self.threshold

@@ -1,11 +1,12 @@
 """Nearest-neighbour matching recovers known correspondences and rejects ambiguous ones."""
 
 import numpy as np
+import pytest
 import torch
 from test_database import random_features
 
 from colmap_plugin.matchers import (
-    BFLOAT16_MIN_KEYPOINTS,
+    SHORTLIST_MIN_KEYPOINTS,
     create_matcher,
     descriptors_to_tensor,
     nearest_both_ways,
@@ -48,21 +49,33 @@ def test_matchers_accept_sift_descriptors():
         assert np.array_equal(matches[:, 0], matches[:, 1]) and len(matches) == 30
 
 
-def test_bfloat16_search_finds_the_same_nearest_neighbours_both_ways_with_exact_similarities():
+# Share of keypoints whose two nearest neighbours must be the exact search's, and how far its scores may be:
+# float32 shortlists hold both, and only a near tie's rounding (about 1e-7) can swap them.
+SHORTLIST_AGREEMENT = {"float32": (0.9995, 1e-6), "bfloat16": (0.99, 0.01)}
+
+
+@pytest.mark.parametrize("search", SHORTLIST_AGREEMENT)
+def test_shortlist_searches_find_the_exact_nearest_neighbours_both_ways_with_float32_similarities(search):
     generator = torch.Generator().manual_seed(0)
     desc0, desc1 = (  # neither a multiple of the group size: padding must never be chosen
         torch.nn.functional.normalize(torch.randn(n, 64, generator=generator), dim=1)
-        for n in (BFLOAT16_MIN_KEYPOINTS + 3, BFLOAT16_MIN_KEYPOINTS + 101)
+        for n in (SHORTLIST_MIN_KEYPOINTS + 3, SHORTLIST_MIN_KEYPOINTS + 101)
     )
+    same_two, score_tolerance = SHORTLIST_AGREEMENT[search]
     exact = nearest_both_ways(desc0, desc1)
-    fast = nearest_both_ways(desc0, desc1, bfloat16=True)
+    fast = nearest_both_ways(desc0, desc1, search)
     for (exact_similarity, exact_index), (similarity, index), (query, other) in zip(
         exact, fast, [(desc0, desc1), (desc1, desc0)]
     ):
         assert index.shape == (len(query), 2) and (index[:, 0] != index[:, 1]).all()
         assert (index[:, 0] == exact_index[:, 0]).float().mean() > 0.999
-        assert (index == exact_index).all(dim=1).float().mean() > 0.99  # the second neighbour feeds the matcher
+        assert (index == exact_index).all(dim=1).float().mean() >= same_two  # the second neighbour feeds the matcher
         # Whatever was shortlisted is scored in float32, in order.
         assert torch.allclose(similarity, (query[:, None] * other[index]).sum(dim=-1), atol=1e-6)
         assert (similarity[:, 0] >= similarity[:, 1]).all()
-        assert (similarity - exact_similarity).abs().max() < 0.01
+        assert (similarity - exact_similarity).abs().max() < score_tolerance
+
+
+def test_an_unknown_search_is_refused():
+    with pytest.raises(ValueError, match="search must be one of exact, float32, bfloat16"):
+        nearest_both_ways(torch.eye(3), torch.eye(3), "float16")

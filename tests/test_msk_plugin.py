@@ -1,5 +1,9 @@
 """The shipped MSK weights through the plugin: a warped image pair is matched correctly."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -105,6 +109,15 @@ def test_bfloat16_descriptors_agree_with_float32_ones(warped_pair):
 def test_descriptor_precision_is_resolved_and_recorded():
     assert create_extractor("msk").identity()["bfloat16"] == native_bfloat16()
     assert create_extractor("sift+msk", bfloat16=False).identity()["bfloat16"] is False
+    assert create_matcher("learned", bfloat16=False).identity()["bfloat16"] is False
+
+
+def test_torch_held_to_avx2_runs_as_a_cpu_without_bfloat16():
+    # How the benchmarks time a laptop's CPU on one with AVX-512: torch reads the variable when imported.
+    check = "from msk.descriptor import native_bfloat16; print(native_bfloat16())"
+    environment = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2"}
+    result = subprocess.run([sys.executable, "-c", check], env=environment, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
 
 
 @pytest.mark.parametrize("grey", [0, 200, 255])
