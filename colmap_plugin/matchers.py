@@ -61,7 +61,7 @@ def nearest_both_ways(desc0: torch.Tensor, desc1: torch.Tensor, search: str = "e
         so only the rounding of the scores differs from the exact search (6e-7 at most). Between two
         fountain images' 12,288 `msk` keypoints, on one thread, the exact search takes 0.72 s, float32
         shortlists 0.51 s, and bfloat16 ones 0.33 s (the same two neighbours for 99.98% of keypoints).
-        With torch and MKL held to AVX2, as on most laptops, the first two take 0.99 and 0.66 s
+        With torch and MKL held to AVX2, as on CPUs without AVX-512, the first two take 0.99 and 0.66 s
         (scripts/bfloat16_agreement.py).
     """
     if search not in SEARCHES:

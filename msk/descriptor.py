@@ -100,9 +100,9 @@ def native_bfloat16() -> bool:
     """Whether this CPU computes bfloat16 dot products natively (AVX512-BF16), where they pay off.
 
     Not where torch is held to narrower kernels (ATEN_CPU_CAPABILITY=avx2): with MKL_ENABLE_INSTRUCTIONS=AVX2
-    too, that runs everything as on a CPU without AVX-512, most laptops among them, to time it.
+    too, that runs everything as on a CPU without AVX-512 (many laptops), to time it.
     """
-    return torch.cpu._is_avx512_bf16_supported() and torch.backends.cpu.get_cpu_capability() == "AVX512"
+    return torch.cpu._is_avx512_bf16_supported() and torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 
 @torch.inference_mode()
