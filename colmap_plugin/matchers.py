@@ -28,11 +28,13 @@ SHORTLIST_MIN_KEYPOINTS = 4096  # below it the exact search is about as fast, an
 # search 1.3x faster for 8,192 keypoints a side (one thread, bfloat16) than over the whole matrix.
 # The shortlists form their product in the same blocks, which must hold whole groups of GROUP rows.
 ROW_BLOCK = 256
-# The shortlists group the keypoints of each side by GROUP and keep, for each keypoint, the SHORTLIST
-# groups of the other side holding its most similar keypoints: their members (32) are then scored in
-# float32. The groups hold at least the 4 most similar as the product's type computes them.
+# The shortlists group the keypoints of each side by GROUP and keep, for each keypoint, the groups of the
+# other side with the highest maxima, as many as SHORTLIST gives for the product's type: their members
+# are then scored in float32. Float32 maxima are exact, so the best two groups hold both nearest
+# neighbours (with 4, the search took 7-10% longer for the same neighbours); bfloat16 ones are not, and
+# the best 4 hold at least the 4 most similar as bfloat16 computes them.
 GROUP = 8
-SHORTLIST = 4
+SHORTLIST = {torch.float32: 2, torch.bfloat16: 4}
 # Keypoints whose shortlists are scored at a time: their 2 MB of candidates stay in cache, which
 # scores 8,192 keypoints' shortlists 5x faster than 1,024 at a time.
 RESCORE_ROWS = 128
@@ -59,9 +61,9 @@ def nearest_both_ways(desc0: torch.Tensor, desc1: torch.Tensor, search: str = "e
         type shortlists candidates for both directions (`_group_shortlists`), which are then scored in
         float32. From a float32 product the shortlists hold both nearest neighbours of every keypoint,
         so only the rounding of the scores differs from the exact search (6e-7 at most). Between two
-        fountain images' 12,288 `msk` keypoints, on one thread, the exact search takes 0.72 s, float32
-        shortlists 0.51 s, and bfloat16 ones 0.33 s (the same two neighbours for 99.98% of keypoints).
-        With torch and MKL held to AVX2, as on CPUs without AVX-512, the first two take 0.99 and 0.66 s
+        fountain images' 12,288 `msk` keypoints, on one thread, the exact search takes 0.77 s, float32
+        shortlists 0.49 s, and bfloat16 ones 0.34 s (the same two neighbours for 99.98% of keypoints).
+        With torch and MKL held to AVX2, as on CPUs without AVX-512, the first two take 0.99 and 0.59 s
         (scripts/bfloat16_agreement.py).
     """
     if search not in SEARCHES:
@@ -76,7 +78,7 @@ def nearest_both_ways(desc0: torch.Tensor, desc1: torch.Tensor, search: str = "e
 def _group_shortlists(
     desc0: torch.Tensor, desc1: torch.Tensor, dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Candidate indices (N, SHORTLIST * GROUP) into desc1 (M, D) and (M, SHORTLIST * GROUP) into desc0 (N, D).
+    """Candidate indices (N, S * GROUP) into desc1 (M, D) and (M, S * GROUP) into desc0 (N, D), S = SHORTLIST[dtype].
 
     Both come from one similarity matrix in `dtype`, formed ROW_BLOCK rows at a time and reduced to
     group maxima along both axes. A keypoint's nearest neighbour lies in the group with the highest
@@ -88,7 +90,7 @@ def _group_shortlists(
     """
     rows, columns = (_padded(desc, GROUP).to(dtype) for desc in (desc0, desc1))
     column_groups, row_groups = len(columns) // GROUP, len(rows) // GROUP
-    columns_shortlisted, rows_shortlisted = min(SHORTLIST, column_groups), min(SHORTLIST, row_groups)
+    columns_shortlisted, rows_shortlisted = min(SHORTLIST[dtype], column_groups), min(SHORTLIST[dtype], row_groups)
     best_column_groups = []
     # Stored transposed, as each block is reduced: top-k over the last axis is fast, over the first one slow.
     row_group_maxima = torch.empty(len(columns), row_groups, dtype=dtype)  # (M', N' / GROUP)
