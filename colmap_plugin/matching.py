@@ -11,6 +11,7 @@ Pairs are matched by worker threads (colmap_plugin.workers); features are read a
 written by the caller's thread, in pair order (h5py and the database are not shared across threads).
 """
 
+import sys
 import tempfile
 import time
 from collections import OrderedDict
@@ -28,7 +29,7 @@ from .features import Features, extractor_class
 from .interrupts import deferred_interrupt
 from .matchers import Matcher, create_matcher
 from .pairs import write_pairs_file
-from .store import FeatureStore, MatchStore
+from .store import FeatureStore, MatchStore, StoreMismatchError, remove_store
 from .workers import ordered_map
 
 RANSAC_SEED = 0
@@ -40,6 +41,9 @@ class MatchingConf:
     matcher_options: dict[str, Any] = field(default_factory=dict)
     feature_cache_size: int = 64  # images kept in memory while walking the pairs
     workers: int | None = None  # pairs matched at once, one thread each; None: one per CPU core (at most 8)
+    # A match store of another matcher, its options or version: refused (it may be someone's results), or,
+    # where the store is a pipeline's own (`msk run`'s output folder), replaced, and the pairs matched again.
+    replace_other_matches: bool = False
 
 
 @dataclass
@@ -122,7 +126,7 @@ def match_features(
             raise MatchingError(f"{features_path} holds no features: run `msk extract` first")
         default_matcher = extractor_class(feature_store.identity["name"]).default_matcher
         matcher = create_matcher(conf.matcher or default_matcher, **conf.matcher_options)
-        with MatchStore(matches_path, matcher.identity()) as match_store:
+        with _open_match_store(matches_path, matcher.identity(), conf.replace_other_matches) as match_store:
             to_verify = _match_pairs(pairs, matcher, feature_store, match_store, database, conf, summary)
     summary.seconds_match = time.perf_counter() - start
     start = time.perf_counter()
@@ -130,6 +134,22 @@ def match_features(
     summary.verified = len(to_verify)
     summary.seconds_verify = time.perf_counter() - start
     return summary
+
+
+def _open_match_store(path: Path, identity: dict[str, Any], replace_other: bool) -> MatchStore:
+    """The match store for `identity`; one of another matcher replaced if `replace_other`, else refused.
+
+    The database's matches of the old one need no clearing: no pair is in the new store, so every pair
+    is matched again, and those whose matches change lose their geometry and are verified again.
+    """
+    try:
+        return MatchStore(path, identity)
+    except StoreMismatchError:
+        if not replace_other:
+            raise
+    print(f"note: {path} held matches of another matcher, its options or version; matching again", file=sys.stderr)
+    remove_store(path)
+    return MatchStore(path, identity)
 
 
 def _match_pairs(

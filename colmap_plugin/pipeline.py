@@ -1,7 +1,7 @@
 """Extract, match and reconstruct an image folder in one go: `msk run`."""
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pycolmap
@@ -62,7 +62,9 @@ def run(
     extraction_summary = extract_features(image_dir, paths.database, paths.features, extraction)
     with open_database(paths.database) as database:
         pairs = select_pairs(pairs_spec, database)
-    matching_summary = match_features(paths.database, paths.features, paths.matches, pairs, matching or MatchingConf())
+    # The output folder is run's own: matches of another matcher or version are out of date, not someone's results.
+    matching = replace(matching or MatchingConf(), replace_other_matches=True)
+    matching_summary = match_features(paths.database, paths.features, paths.matches, pairs, matching)
     start = time.perf_counter()
     model = reconstruct(paths.database, image_dir, paths.sparse, mapping)
     return RunSummary(extraction_summary, matching_summary, model, time.perf_counter() - start, paths)

@@ -31,3 +31,17 @@ def test_cli_reports_bad_arguments_in_one_line(tmp_path, capsys):
     assert main(["extract", str(tmp_path / "empty"), "--database", str(tmp_path / "db.db")]) == 2
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 3 and all(line.startswith("msk: error: ") for line in errors)
+
+
+def test_run_again_with_another_matcher_or_method_matches_again(datasets, tmp_path, capsys):
+    """The output folder is run's own: matches of another matcher (or an older version of one) are made again."""
+    images = datasets / "eval" / "fountain-P11" / "images"
+    run = ["run", str(images), "--output", str(tmp_path / "out"), "--max-size", "512", "--method", "sift"]
+    assert main([*run, "--matcher", "mnn"]) == 0
+    capsys.readouterr()
+    assert main(run) == 0  # the method's own matcher now: the ratio test
+    captured = capsys.readouterr()
+    assert "held matches of another matcher, its options or version; matching again" in captured.err
+    assert "matched 55 pairs" in captured.out
+    assert main([*run[:-1], "sift+msk", "--overwrite"]) == 0  # new features, and the learned matcher
+    assert "matched 55 pairs" in capsys.readouterr().out
