@@ -243,6 +243,13 @@ def holds_features(database: pycolmap.Database, image_id: int, features: Feature
     )
 
 
+def clear_matches(database: pycolmap.Database) -> None:
+    """Forget every match and two-view geometry (images, cameras and features stay)."""
+    with deferred_interrupt(), pycolmap.DatabaseTransaction(database):
+        database.clear_matches()
+        database.clear_two_view_geometries()
+
+
 def clear_features_and_matches(database: pycolmap.Database) -> None:
     """Forget every keypoint, descriptor, match and two-view geometry (images and cameras stay)."""
     with deferred_interrupt(), pycolmap.DatabaseTransaction(database):

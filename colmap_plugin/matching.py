@@ -24,7 +24,7 @@ import numpy as np
 import pycolmap
 from tqdm import tqdm
 
-from .database import database_errors, image_ids_by_name, open_database
+from .database import clear_matches, database_errors, image_ids_by_name, open_database
 from .features import Features, extractor_class
 from .interrupts import deferred_interrupt
 from .matchers import Matcher, create_matcher
@@ -126,7 +126,7 @@ def match_features(
             raise MatchingError(f"{features_path} holds no features: run `msk extract` first")
         default_matcher = extractor_class(feature_store.identity["name"]).default_matcher
         matcher = create_matcher(conf.matcher or default_matcher, **conf.matcher_options)
-        with _open_match_store(matches_path, matcher.identity(), conf.replace_other_matches) as match_store:
+        with _open_match_store(matches_path, matcher.identity(), database, conf.replace_other_matches) as match_store:
             to_verify = _match_pairs(pairs, matcher, feature_store, match_store, database, conf, summary)
     summary.seconds_match = time.perf_counter() - start
     start = time.perf_counter()
@@ -136,11 +136,13 @@ def match_features(
     return summary
 
 
-def _open_match_store(path: Path, identity: dict[str, Any], replace_other: bool) -> MatchStore:
+def _open_match_store(
+    path: Path, identity: dict[str, Any], database: pycolmap.Database, replace_other: bool
+) -> MatchStore:
     """The match store for `identity`; one of another matcher replaced if `replace_other`, else refused.
 
-    The database's matches of the old one need no clearing: no pair is in the new store, so every pair
-    is matched again, and those whose matches change lose their geometry and are verified again.
+    The database's matches go with the store they came from (first, so that a crash in between leaves
+    the old store to be replaced again): every pair the database holds stays in the store.
     """
     try:
         return MatchStore(path, identity)
@@ -148,6 +150,7 @@ def _open_match_store(path: Path, identity: dict[str, Any], replace_other: bool)
         if not replace_other:
             raise
     print(f"note: {path} held matches of another matcher, its options or version; matching again", file=sys.stderr)
+    clear_matches(database)
     remove_store(path)
     return MatchStore(path, identity)
 

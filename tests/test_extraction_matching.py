@@ -149,27 +149,27 @@ def test_upright_extraction_stores_no_orientations(images, tmp_path, method):
 
 def test_matches_of_another_matcher_are_refused_or_replaced_as_if_never_made(images, tmp_path, capsys):
     """`msk match` refuses a store of another matcher (someone's results); `msk run`, whose folder is its own,
-    replaces it: a matcher change or a new version then ends as a fresh run would."""
+    replaces it: a change of matcher or pairs, or a new version, then ends as a fresh run would."""
 
-    def match(output, matcher, replace_other_matches=False):
+    def match(output, matcher, pairs_spec, replace_other_matches=False):
         with open_database(output / "database.db") as database:
-            pairs = select_pairs("exhaustive", database)
+            pairs = select_pairs(pairs_spec, database)
         conf = MatchingConf(matcher=matcher, replace_other_matches=replace_other_matches)
         return match_features(output / "database.db", output / "features.h5", output / "matches.h5", pairs, conf)
 
     conf = ExtractionConf(method="sift", max_size=640)
     for output in (tmp_path / "changed", tmp_path / "fresh"):
         extract_features(images, output / "database.db", output / "features.h5", conf)
-    match(tmp_path / "changed", "mnn")
+    match(tmp_path / "changed", "mnn", "exhaustive")
     before = database_snapshot(tmp_path / "changed/database.db")
     with pytest.raises(StoreMismatchError, match="use another --matches file"):
-        match(tmp_path / "changed", "ratio")
+        match(tmp_path / "changed", "ratio", "sequential:1")
     assert database_snapshot(tmp_path / "changed/database.db") == before
 
-    summary = match(tmp_path / "changed", "ratio", replace_other_matches=True)
+    summary = match(tmp_path / "changed", "ratio", "sequential:1", replace_other_matches=True)
     assert "held matches of another matcher, its options or version; matching again" in capsys.readouterr().err
-    assert summary.matched == 15 and summary.verified > 0  # the ratio test drops matches: those pairs change
-    match(tmp_path / "fresh", "ratio")
+    assert summary.matched == summary.verified == 5  # the 10 other pairs' mnn matches are gone too
+    match(tmp_path / "fresh", "ratio", "sequential:1")
     assert database_snapshot(tmp_path / "changed/database.db") == database_snapshot(tmp_path / "fresh/database.db")
     with MatchStore(tmp_path / "changed/matches.h5") as store:
         assert store.identity["name"] == "ratio"

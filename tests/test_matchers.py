@@ -79,3 +79,21 @@ def test_shortlist_searches_find_the_exact_nearest_neighbours_both_ways_with_flo
 def test_an_unknown_search_is_refused():
     with pytest.raises(ValueError, match="search must be one of exact, float32, bfloat16"):
         nearest_both_ways(torch.eye(3), torch.eye(3), "float16")
+
+
+@pytest.mark.parametrize("search", SHORTLIST_AGREEMENT)
+def test_padding_never_displaces_neighbours_less_similar_than_none(search):
+    """Sides are padded to whole groups with zero rows, which score 0: true neighbours scoring below that stay."""
+    generator = torch.Generator().manual_seed(0)
+    axis = torch.nn.functional.one_hot(torch.tensor(0), 64).float()
+    desc0 = torch.nn.functional.normalize(
+        axis + 0.05 * torch.randn(SHORTLIST_MIN_KEYPOINTS + 1, 64, generator=generator)
+    )
+    # One keypoint of image 1 like all of image 0's, the others opposite: every second neighbour scores below 0.
+    desc1 = torch.nn.functional.normalize(
+        -axis + 0.3 * torch.randn(SHORTLIST_MIN_KEYPOINTS + 5, 64, generator=generator)
+    )
+    desc1[0] = axis
+    same_two, _ = SHORTLIST_AGREEMENT[search]
+    for (_, exact_index), (_, index) in zip(nearest_both_ways(desc0, desc1), nearest_both_ways(desc0, desc1, search)):
+        assert (index == exact_index).all(dim=1).float().mean() >= same_two

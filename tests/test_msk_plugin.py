@@ -9,11 +9,12 @@ import pytest
 import torch
 
 import msk.descriptor
+import msk.match_decision
 import msk.plugin
-from colmap_plugin.features import create_extractor
+from colmap_plugin.features import Features, create_extractor
 from colmap_plugin.images import read_image
 from colmap_plugin.keypoints import affine_keypoints, colmap_to_pixel, pixel_to_colmap
-from colmap_plugin.matchers import create_matcher
+from colmap_plugin.matchers import create_matcher, nearest_both_ways
 from colmap_plugin.store import FeatureStore, StoreMismatchError
 from msk.descriptor import describe_keypoints, native_bfloat16
 from msk.detector import DetectionConf, detect
@@ -112,6 +113,28 @@ def test_descriptor_precision_is_resolved_and_recorded():
     assert create_matcher("learned", bfloat16=False).identity()["bfloat16"] is False
 
 
+@pytest.mark.parametrize("bfloat16", [False, True])
+def test_learned_matcher_shortlists_in_its_precision(monkeypatch, bfloat16):
+    searches = []
+
+    def recorded(desc0, desc1, search):
+        searches.append(search)
+        return nearest_both_ways(desc0, desc1, search)
+
+    monkeypatch.setattr(msk.match_decision, "nearest_both_ways", recorded)
+    rng = np.random.default_rng(0)
+    features = Features(
+        keypoints=rng.uniform(0, 100, (16, 2)).astype(np.float32),
+        scales=np.ones(16, np.float32),
+        orientations=np.zeros(16, np.float32),
+        scores=np.ones(16, np.float32),
+        descriptors=rng.standard_normal((16, 128)).astype(np.float32),
+    )
+    create_matcher("learned", bfloat16=bfloat16).match(features, features)
+    assert searches == ["bfloat16" if bfloat16 else "float32"]
+
+
+@pytest.mark.skipif(not native_bfloat16(), reason="without native bfloat16 the check is false anyway")
 def test_torch_held_to_avx2_runs_as_a_cpu_without_bfloat16():
     # How the benchmarks time a laptop's CPU on one with AVX-512: torch reads the variable when imported.
     check = "from msk.descriptor import native_bfloat16; print(native_bfloat16())"
