@@ -120,23 +120,25 @@ class _Store:
             raise StoreError(f"{self.path} not found")
         _check_hdf5_or_empty(self.path)  # never rebuild someone else's file
         try:
-            self._file, self._keys = self._open("a" if writable else "r")
+            self._file, self._keys, outdated = self._open("a" if writable else "r")
         except StoreError:
             raise
         except _DAMAGE as error:
             if not writable:
                 raise StoreError(f"{self.path} is damaged ({error}); {self.repair_hint}") from error
             self._rebuild()
-            self._file, self._keys = self._open("a")
+            self._file, self._keys, outdated = self._open("a")
         if identity is not None:
             try:
                 self._check_identity(identity)
             except StoreMismatchError:
                 self._file.close()
                 raise
+        self._note_outdated(outdated)  # only for a store that is used: one of another identity is not
 
-    def _open(self, mode: str) -> tuple[h5py.File, set[str]]:
-        """The open file and the keys of its complete entries; one of _DAMAGE if it is damaged."""
+    def _open(self, mode: str) -> tuple[h5py.File, set[str], set[str]]:
+        """The open file, the keys of its complete entries and of those of an older layout; one of _DAMAGE if
+        it is damaged."""
         try:
             file = h5py.File(self.path, mode)
         except OSError as error:
@@ -144,13 +146,14 @@ class _Store:
                 raise StoreError(f"{self.path} is in use by another process; wait for it to finish") from error
             raise
         try:
-            return file, self._scan(file)
+            return file, *self._scan(file)
         except BaseException:
             file.close()
             raise
 
-    def _scan(self, file: h5py.File) -> set[str]:
-        """Keys of the complete entries; reading every object header finds a damaged file."""
+    def _scan(self, file: h5py.File) -> tuple[set[str], set[str]]:
+        """Keys of the complete entries and of those of an older layout; reading every object header finds a
+        damaged file."""
         datasets: list[str] = []
 
         def visit(name: bytes, info) -> None:
@@ -159,8 +162,7 @@ class _Store:
 
         h5py.h5o.visit(file.id, visit, info=True)
         complete = _complete_groups(datasets, self.required)
-        self._note_outdated(_complete_groups(datasets, self.outdated_layout) - complete)
-        return complete
+        return complete, _complete_groups(datasets, self.outdated_layout) - complete
 
     def _note_outdated(self, keys: set[str]) -> None:
         """Say that entries of an older layout will be computed again (a rerun does so silently otherwise)."""
