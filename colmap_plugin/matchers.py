@@ -2,7 +2,7 @@
 
 import math
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -42,9 +42,24 @@ RESCORE_ROWS = 128
 Nearest = tuple[torch.Tensor, torch.Tensor]  # similarities (N, k) and indices (N, k), most similar first
 
 
+def _similarity_blocks(desc0: torch.Tensor, desc1: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
+    """(start, desc0[start : start + ROW_BLOCK] @ desc1.T) for the blocks of ROW_BLOCK rows of desc0 (N, D), (M, D).
+
+    Each block is formed in the same buffer, which the next one overwrites: reduce it before asking for the
+    next. A fresh 6-12 MB block took as long to allocate and touch as to compute, and the product reads
+    desc1.T fastest when laid out contiguously: between 12,288 keypoints a side, 0.05 s instead of 0.13 s for
+    all bfloat16 blocks (one thread), with the same values.
+    """
+    columns = desc1.T.contiguous()
+    buffer = torch.empty(min(ROW_BLOCK, len(desc0)), len(desc1), dtype=desc0.dtype)
+    for start in range(0, len(desc0), ROW_BLOCK):
+        rows = desc0[start : start + ROW_BLOCK]
+        yield start, torch.mm(rows, columns, out=buffer[: len(rows)])
+
+
 def _most_similar(desc0: torch.Tensor, desc1: torch.Tensor, k: int) -> Nearest:
     """The k rows of desc1 (M, D) most similar to each row of desc0 (N, D)."""
-    blocks = [(desc0[start : start + ROW_BLOCK] @ desc1.T).topk(k, dim=1) for start in range(0, len(desc0), ROW_BLOCK)]
+    blocks = [similarity.topk(k, dim=1) for _, similarity in _similarity_blocks(desc0, desc1)]
     if not blocks:
         return (desc0 @ desc1.T).topk(k, dim=1)
     return torch.cat([block.values for block in blocks]), torch.cat([block.indices for block in blocks])
@@ -62,10 +77,10 @@ def nearest_both_ways(desc0: torch.Tensor, desc1: torch.Tensor, search: str = "e
         float32. From a float32 product the shortlists hold both nearest neighbours of every keypoint,
         so the scores differ from the exact search's by rounding alone (up to 6e-7 on the pair below),
         which can swap two neighbours only where they tie to that precision. Between two
-        fountain images' 12,288 `msk` keypoints, on one thread, the exact search takes 0.77 s, float32
-        shortlists 0.49 s, and bfloat16 ones 0.34 s (the same two neighbours for 99.98% of keypoints).
-        With torch and MKL held to AVX2, as on CPUs without AVX-512, the first two take 0.99 and 0.59 s
-        (scripts/bfloat16_agreement.py).
+        fountain images' 12,288 `msk` keypoints, on one thread, the exact search takes 0.72-0.74 s, float32
+        shortlists 0.40-0.44 s, and bfloat16 ones 0.31-0.34 s (the same two neighbours for 99.98% of
+        keypoints). With torch and MKL held to AVX2, as on CPUs without AVX-512, the first two take 1.05
+        and 0.58-0.60 s (scripts/bfloat16_agreement.py, session 19).
     """
     if search not in SEARCHES:
         raise ValueError(f"search must be one of {', '.join(SEARCHES)}, not {search!r}")
@@ -96,8 +111,7 @@ def _group_shortlists(
     best_column_groups = []
     # Stored transposed, as each block is reduced: top-k over the last axis is fast, over the first one slow.
     row_group_maxima = torch.empty(len(columns), row_groups, dtype=dtype)  # (M', N' / GROUP)
-    for start in range(0, len(rows), ROW_BLOCK):  # blocks hold whole groups of rows: ROW_BLOCK % GROUP == 0
-        similarity = rows[start : start + ROW_BLOCK] @ columns.T  # (B, M')
+    for start, similarity in _similarity_blocks(rows, columns):  # (B, M'), whole groups of rows: ROW_BLOCK % GROUP == 0
         # Padding scores 0 against everything, above a keypoint's neighbours where those score below 0.
         similarity[:, len(desc1) :] = -math.inf
         similarity[len(desc0) - start :] = -math.inf

@@ -6,6 +6,7 @@ import torch
 from test_database import random_features
 
 from colmap_plugin.matchers import (
+    ROW_BLOCK,
     SHORTLIST_MIN_KEYPOINTS,
     create_matcher,
     descriptors_to_tensor,
@@ -47,6 +48,18 @@ def test_matchers_accept_sift_descriptors():
     for name in ("mnn", "ratio"):
         matches, _ = create_matcher(name).match(features, features)
         assert np.array_equal(matches[:, 0], matches[:, 1]) and len(matches) == 30
+
+
+def test_the_exact_search_in_blocks_of_rows_finds_what_one_whole_product_finds():
+    generator = torch.Generator().manual_seed(0)
+    desc0, desc1 = (  # several blocks, the last one partial, formed in one reused buffer
+        torch.nn.functional.normalize(torch.randn(n, 32, generator=generator), dim=1) for n in (3 * ROW_BLOCK + 5, 700)
+    )
+    similarity = desc0 @ desc1.T
+    for (values, indices), expected in zip(nearest_both_ways(desc0, desc1), (similarity, similarity.T)):
+        best = expected.topk(2, dim=1)
+        assert torch.equal(indices, best.indices)
+        assert torch.allclose(values, best.values, atol=1e-6)
 
 
 # Share of keypoints whose two nearest neighbours must be the exact search's, and how far its scores may be:
