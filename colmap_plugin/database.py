@@ -15,7 +15,7 @@ from typing import Iterator
 import numpy as np
 import pycolmap
 
-from .features import Features
+from .features import LEARNED_DESCRIPTOR_DTYPE, Features
 from .interrupts import deferred_interrupt
 
 CAMERA_MODES = {
@@ -216,10 +216,10 @@ def _copy_imported(
 
 
 def descriptors_for_database(descriptors: np.ndarray) -> pycolmap.FeatureDescriptors:
-    """SIFT uint8 descriptors as COLMAP's own; float descriptors as their raw float32 bytes."""
+    """SIFT uint8 descriptors as COLMAP's own; learned ones as their raw LEARNED_DESCRIPTOR_DTYPE bytes."""
     if descriptors.dtype == np.uint8:
         return pycolmap.FeatureDescriptors(pycolmap.FeatureExtractorType.SIFT, descriptors)
-    data = np.ascontiguousarray(descriptors, dtype=np.float32).view(np.uint8)
+    data = np.ascontiguousarray(descriptors, dtype=LEARNED_DESCRIPTOR_DTYPE).view(np.uint8)
     return pycolmap.FeatureDescriptors(pycolmap.FeatureExtractorType.UNDEFINED, data)
 
 

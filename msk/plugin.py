@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from colmap_plugin.features import Extractor, Features
+from colmap_plugin.features import LEARNED_DESCRIPTOR_DTYPE, Extractor, Features
 from colmap_plugin.keypoints import affine_keypoints, pixel_to_colmap
 from colmap_plugin.matchers import Matcher, descriptors_to_tensor
 from colmap_plugin.sift import SiftExtractor
@@ -37,9 +37,10 @@ from .weights import (
 # 7 (`msk`): the refinement takes rounding-level differences of the LoG for ties (msk.refinement.NOISE_FLOOR).
 # 8 (`msk`): second orientations fill the keypoint budget that detections leave. 9 (`msk`): detections
 # refined onto a stronger one's blob are dropped and the budget refilled. 10 (`msk`): twins up to a scale
-# and half an octave apart, from 1/8 more detections.
-EXTRACTION_VERSION = 10
-SIFT_MSK_EXTRACTION_VERSION = 4
+# and half an octave apart, from 1/8 more detections. 11 (and 5 for `sift+msk`): descriptors kept in float16
+# (colmap_plugin.features.LEARNED_DESCRIPTOR_DTYPE).
+EXTRACTION_VERSION = 11
+SIFT_MSK_EXTRACTION_VERSION = 5
 # Matches: 1-4 shared the features' versions. 5: neighbours of both images shortlisted from one
 # bfloat16 product (colmap_plugin.matchers.nearest_both_ways), which changes near ties. 6: without
 # bfloat16, shortlisted from one float32 product, whose scores round differently from the exact search's.
@@ -88,9 +89,11 @@ class SiftMskExtractor(RecordsWeights, Extractor):
     def extract(self, image: np.ndarray) -> Features:
         features = self.sift.extract(image)
         keypoints = affine_keypoints(features.keypoints, features.scales, features.orientations)
-        features.descriptors = describe_keypoints(
-            self.descriptor, image, keypoints, bfloat16=self.conf["bfloat16"]
-        ).numpy()
+        features.descriptors = (
+            describe_keypoints(self.descriptor, image, keypoints, bfloat16=self.conf["bfloat16"])
+            .numpy()
+            .astype(LEARNED_DESCRIPTOR_DTYPE)
+        )
         return features
 
 
@@ -177,8 +180,9 @@ class MskExtractor(RecordsWeights, Extractor):
         # keypoint, which the network's zero padding then finds at the corners of a blank image.
         informative = patches.max(axis=(1, 2)) > patches.min(axis=(1, 2))
         descriptors = describe_patches(self.descriptor, patches[informative], bfloat16=self.conf["bfloat16"])
+        descriptors = descriptors.numpy().astype(LEARNED_DESCRIPTOR_DTYPE)
         described = (xy, scales, orientations, scores)
-        return *(part[informative] for part in described), descriptors.numpy(), len(seconds)
+        return *(part[informative] for part in described), descriptors, len(seconds)
 
 
 class LearnedMatcher(RecordsWeights, Matcher):

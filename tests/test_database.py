@@ -5,7 +5,7 @@ import pycolmap
 import pytest
 
 from colmap_plugin.database import image_ids_by_name, import_images, open_database, write_features
-from colmap_plugin.features import Features
+from colmap_plugin.features import LEARNED_DESCRIPTOR_DTYPE, Features
 
 
 def random_features(count: int, descriptor_dtype, seed: int = 0) -> Features:
@@ -13,7 +13,7 @@ def random_features(count: int, descriptor_dtype, seed: int = 0) -> Features:
     descriptors = (
         rng.integers(0, 256, (count, 128)).astype(np.uint8)
         if descriptor_dtype == np.uint8
-        else rng.standard_normal((count, 64)).astype(np.float32)
+        else rng.standard_normal((count, 64)).astype(descriptor_dtype)
     )
     return Features(
         keypoints=rng.uniform(0, 500, (count, 2)).astype(np.float32),
@@ -31,7 +31,7 @@ def database_with_images(tmp_path, synthetic_scene):
     return path
 
 
-@pytest.mark.parametrize("descriptor_dtype", [np.uint8, np.float32])
+@pytest.mark.parametrize("descriptor_dtype", [np.uint8, LEARNED_DESCRIPTOR_DTYPE])
 def test_features_round_trip(database_with_images, descriptor_dtype):
     features = random_features(50, descriptor_dtype)
     with open_database(database_with_images) as database:
@@ -44,7 +44,7 @@ def test_features_round_trip(database_with_images, descriptor_dtype):
     rows = pycolmap.keypoints_to_matrix(pycolmap.keypoints_from_matrix(keypoints))
     assert np.allclose(rows[:, 2], features.scales, rtol=1e-5)
     assert np.allclose(rows[:, 3], features.orientations, atol=1e-5)
-    stored = descriptors.data if descriptor_dtype == np.uint8 else descriptors.data.view(np.float32)
+    stored = descriptors.data if descriptor_dtype == np.uint8 else descriptors.data.view(LEARNED_DESCRIPTOR_DTYPE)
     assert np.array_equal(stored, features.descriptors)
 
 

@@ -133,6 +133,21 @@ def test_results_do_not_depend_on_the_number_of_workers(images, tmp_path):
     assert len(snapshots[0]["keypoints"]) == 6 and len(snapshots[0]["geometries"]) >= 10
 
 
+@pytest.mark.parametrize("method", ["msk", "sift+msk"])
+def test_learned_descriptors_are_stored_in_half_precision_in_the_store_and_the_database(images, tmp_path, method):
+    conf = ExtractionConf(method=method, max_size=640, max_keypoints=512)
+    extract_features(images, tmp_path / "database.db", tmp_path / "features.h5", conf)
+    name = list_images(images)[0]
+    with FeatureStore(tmp_path / "features.h5") as store:
+        features = store.read(name)
+    with open_database(tmp_path / "database.db") as database:
+        stored = database.read_descriptors(image_ids_by_name(database)[name]).data
+    assert features.descriptors.dtype == np.float16 and len(features) > 100
+    assert np.allclose(np.linalg.norm(features.descriptors.astype(np.float32), axis=1), 1, atol=1e-3)
+    # Two bytes a dimension, the same values as the store's.
+    assert np.array_equal(stored.view(np.float16), features.descriptors)
+
+
 @pytest.mark.parametrize("method", ["sift", "msk"])
 def test_upright_extraction_stores_no_orientations(images, tmp_path, method):
     conf = ExtractionConf(method=method, max_size=640, max_keypoints=512, upright=True)
