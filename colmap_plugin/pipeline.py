@@ -11,6 +11,7 @@ from .extraction import ExtractionConf, ExtractionSummary, extract_features
 from .matching import MatchingConf, MatchingSummary, match_features
 from .pairs import select_pairs
 from .reconstruction import ReconstructionConf, reconstruct
+from .store import StoreMismatchError
 
 
 @dataclass
@@ -59,7 +60,11 @@ def run(
     mapping: ReconstructionConf = ReconstructionConf(),
 ) -> RunSummary:
     paths = RunPaths(Path(output_dir))
-    extraction_summary = extract_features(image_dir, paths.database, paths.features, extraction)
+    try:
+        extraction_summary = extract_features(image_dir, paths.database, paths.features, extraction)
+    except StoreMismatchError as error:  # the store's own hint names `msk extract`'s --features, which run has not
+        hint = "run again with --overwrite to extract again, or use another --output"
+        raise StoreMismatchError(error.mismatch, hint) from None
     with open_database(paths.database) as database:
         pairs = select_pairs(pairs_spec, database)
     # The output folder is run's own: matches of another matcher or version are out of date, not someone's results.

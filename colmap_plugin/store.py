@@ -46,6 +46,10 @@ class StoreError(RuntimeError):
 class StoreMismatchError(StoreError):
     """A store already holds results of another extractor or matcher configuration."""
 
+    def __init__(self, mismatch: str, hint: str):
+        super().__init__(f"{mismatch}; {hint}")
+        self.mismatch = mismatch  # what the store holds against what was asked; the hint says what to do
+
 
 def names_to_pair(name0: str, name1: str) -> str:
     """hloc's key of the pair (name0, name1) in a match store."""
@@ -215,7 +219,7 @@ class _Store:
             self._file.attrs["identity"] = encoded
             self._file.flush()
         elif stored != encoded:
-            raise StoreMismatchError(f"{self.path} holds results of {stored}, not {encoded}; {self.replace_hint}")
+            raise StoreMismatchError(f"{self.path} holds results of {stored}, not {encoded}", self.replace_hint)
 
     def _replace_group(self, key: str, datasets: dict[str, np.ndarray]) -> None:
         """Write one entry; a half-written one left by a crash is replaced, never kept."""

@@ -34,7 +34,8 @@ def test_cli_reports_bad_arguments_in_one_line(tmp_path, capsys):
 
 
 def test_run_again_with_another_matcher_or_method_matches_again(datasets, tmp_path, capsys):
-    """The output folder is run's own: matches of another matcher (or an older version of one) are made again."""
+    """The output folder is run's own: matches of another matcher (or an older version of one) are made again;
+    features of another method or version only with --overwrite, which the refusal names."""
     images = datasets / "eval" / "fountain-P11" / "images"
     run = ["run", str(images), "--output", str(tmp_path / "out"), "--max-size", "512", "--method", "sift"]
     assert main([*run, "--matcher", "mnn"]) == 0
@@ -43,5 +44,9 @@ def test_run_again_with_another_matcher_or_method_matches_again(datasets, tmp_pa
     captured = capsys.readouterr()
     assert "held matches of another matcher, its options or version; matching again" in captured.err
     assert "matched 55 pairs" in captured.out
+    # Features of another method are kept until asked for, with the option run has (not extract's --features).
+    assert main([*run[:-1], "sift+msk"]) == 2
+    error = capsys.readouterr().err
+    assert "run again with --overwrite" in error and "--features" not in error
     assert main([*run[:-1], "sift+msk", "--overwrite"]) == 0  # new features, and the learned matcher
     assert "matched 55 pairs" in capsys.readouterr().out
