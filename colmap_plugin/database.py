@@ -15,7 +15,7 @@ from typing import Iterator
 import numpy as np
 import pycolmap
 
-from .features import LEARNED_DESCRIPTOR_DTYPE, Features
+from .features import Features, stored_descriptors
 from .interrupts import deferred_interrupt
 
 CAMERA_MODES = {
@@ -219,7 +219,7 @@ def descriptors_for_database(descriptors: np.ndarray) -> pycolmap.FeatureDescrip
     """SIFT uint8 descriptors as COLMAP's own; learned ones as their raw LEARNED_DESCRIPTOR_DTYPE bytes."""
     if descriptors.dtype == np.uint8:
         return pycolmap.FeatureDescriptors(pycolmap.FeatureExtractorType.SIFT, descriptors)
-    data = np.ascontiguousarray(descriptors, dtype=LEARNED_DESCRIPTOR_DTYPE).view(np.uint8)
+    data = np.ascontiguousarray(stored_descriptors(descriptors)).view(np.uint8)
     return pycolmap.FeatureDescriptors(pycolmap.FeatureExtractorType.UNDEFINED, data)
 
 

@@ -14,10 +14,16 @@ import numpy as np
 
 from .keypoints import rescale_colmap
 
-# Learned descriptors are kept in float16, as hloc stores them: half the size of float32 in the feature store
-# and the database (6.3 MB per image of 12,288 keypoints in each), and matches that differ only at rounding
-# (a fountain's 55 pairs matched from float16 descriptors: 4 of 131,047 matches differed; session 19).
+# Learned descriptors are kept in float16, as hloc stores them: 3.1 MB instead of 6.3 MB per image of 12,288
+# keypoints, in the feature store and again in the database, for matches that differ only at rounding (a
+# fountain's 55 pairs matched from float16 descriptors: 4 of 131,047 matches differed; session 19).
 LEARNED_DESCRIPTOR_DTYPE = np.float16
+
+
+def stored_descriptors(descriptors: np.ndarray) -> np.ndarray:
+    """(N, D) descriptors as the feature store and the database keep them: SIFT's uint8 as they are, learned
+    ones in LEARNED_DESCRIPTOR_DTYPE, whatever type a backend returns."""
+    return descriptors if descriptors.dtype == np.uint8 else descriptors.astype(LEARNED_DESCRIPTOR_DTYPE, copy=False)
 
 
 @dataclass

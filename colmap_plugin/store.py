@@ -2,7 +2,8 @@
 
 features.h5: one group per image, keyed by its path relative to the image folder:
     keypoints (N, 2) float32, centre-origin pixels at full resolution (hloc's convention),
-    descriptors (D, N), scores (N,), scales (N,), orientations (N,), image_size (2,) = (W, H).
+    descriptors (D, N) uint8 (SIFT) or float16 (learned; features.stored_descriptors), scores (N,), scales (N,),
+    orientations (N,), image_size (2,) = (W, H).
 matches.h5: one group per pair, keyed `name0/name1` with '/' inside names replaced by '-':
     matches (K, 2) int32 keypoint indices and scores (K,) float32: every match, as the database holds them;
     matches0 (N0,) int32, index into image 1 or -1, and matching_scores0 (N0,) float32: hloc's view,
@@ -28,7 +29,7 @@ from typing import Any, Iterable, Iterator
 import h5py
 import numpy as np
 
-from .features import Features
+from .features import Features, stored_descriptors
 from .keypoints import colmap_to_pixel, pixel_to_colmap
 
 FEATURE_DATASETS = ("keypoints", "descriptors", "scores", "scales", "orientations", "image_size")
@@ -47,8 +48,11 @@ class StoreMismatchError(StoreError):
     """A store already holds results of another extractor or matcher configuration."""
 
     def __init__(self, mismatch: str, hint: str):
-        super().__init__(f"{mismatch}; {hint}")
-        self.mismatch = mismatch  # what the store holds against what was asked; the hint says what to do
+        super().__init__(mismatch, hint)  # both in args, so that the error pickles and copies
+        self.mismatch, self.hint = mismatch, hint  # what the store holds against what was asked; what to do
+
+    def __str__(self) -> str:
+        return f"{self.mismatch}; {self.hint}"
 
 
 def names_to_pair(name0: str, name1: str) -> str:
@@ -262,7 +266,7 @@ class FeatureStore(_Store):
             name,
             {
                 "keypoints": colmap_to_pixel(features.keypoints).astype(np.float32),
-                "descriptors": np.ascontiguousarray(features.descriptors.T),
+                "descriptors": np.ascontiguousarray(stored_descriptors(features.descriptors).T),
                 "scores": features.scores.astype(np.float32),
                 "scales": features.scales.astype(np.float32),
                 "orientations": features.orientations.astype(np.float32),

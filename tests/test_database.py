@@ -5,7 +5,8 @@ import pycolmap
 import pytest
 
 from colmap_plugin.database import image_ids_by_name, import_images, open_database, write_features
-from colmap_plugin.features import LEARNED_DESCRIPTOR_DTYPE, Features
+from colmap_plugin.features import LEARNED_DESCRIPTOR_DTYPE, Features, stored_descriptors
+from colmap_plugin.store import FeatureStore
 
 
 def random_features(count: int, descriptor_dtype, seed: int = 0) -> Features:
@@ -31,7 +32,7 @@ def database_with_images(tmp_path, synthetic_scene):
     return path
 
 
-@pytest.mark.parametrize("descriptor_dtype", [np.uint8, LEARNED_DESCRIPTOR_DTYPE])
+@pytest.mark.parametrize("descriptor_dtype", [np.uint8, LEARNED_DESCRIPTOR_DTYPE, np.float32])
 def test_features_round_trip(database_with_images, descriptor_dtype):
     features = random_features(50, descriptor_dtype)
     with open_database(database_with_images) as database:
@@ -44,8 +45,12 @@ def test_features_round_trip(database_with_images, descriptor_dtype):
     rows = pycolmap.keypoints_to_matrix(pycolmap.keypoints_from_matrix(keypoints))
     assert np.allclose(rows[:, 2], features.scales, rtol=1e-5)
     assert np.allclose(rows[:, 3], features.orientations, atol=1e-5)
+    # Learned descriptors are kept in LEARNED_DESCRIPTOR_DTYPE whatever type a backend returns, as the store keeps them.
     stored = descriptors.data if descriptor_dtype == np.uint8 else descriptors.data.view(LEARNED_DESCRIPTOR_DTYPE)
-    assert np.array_equal(stored, features.descriptors)
+    assert np.array_equal(stored, stored_descriptors(features.descriptors))
+    with FeatureStore(database_with_images.with_name("features.h5"), {"name": "test"}) as store:
+        store.write("image.png", features, (640, 480))
+        assert np.array_equal(store.read("image.png").descriptors, stored)
 
 
 def test_import_single_camera_is_shared_across_runs(tmp_path, synthetic_scene):

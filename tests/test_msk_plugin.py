@@ -167,7 +167,8 @@ def test_keypoints_are_described_the_same_in_chunks_of_any_size(warped_pair, mon
     # The refinement's matrix product sums in an order that depends on the rows around: last-digit changes.
     for field in ("keypoints", "scales", "orientations"):
         np.testing.assert_allclose(getattr(chunked, field), getattr(whole, field), rtol=1e-6, atol=1e-5)
-    np.testing.assert_allclose(chunked.descriptors, whole.descriptors, atol=1e-6)
+    # Descriptors are float16: a last-digit change may round to the neighbouring float16 (steps up to 4.9e-4).
+    np.testing.assert_allclose(chunked.descriptors, whole.descriptors, atol=1e-3)
 
 
 def test_no_two_keypoints_are_refined_onto_one_blob_and_the_budget_stays_full(warped_pair):
