@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from colmap_plugin.features import LEARNED_DESCRIPTOR_DTYPE, Extractor, Features
+from colmap_plugin.features import Extractor, Features, stored_descriptors
 from colmap_plugin.keypoints import affine_keypoints, pixel_to_colmap
 from colmap_plugin.matchers import Matcher, descriptors_to_tensor
 from colmap_plugin.sift import SiftExtractor
@@ -89,10 +89,9 @@ class SiftMskExtractor(RecordsWeights, Extractor):
     def extract(self, image: np.ndarray) -> Features:
         features = self.sift.extract(image)
         keypoints = affine_keypoints(features.keypoints, features.scales, features.orientations)
-        features.descriptors = (
-            describe_keypoints(self.descriptor, image, keypoints, bfloat16=self.conf["bfloat16"])
-            .numpy()
-            .astype(LEARNED_DESCRIPTOR_DTYPE)
+        # As the stores keep them, so that features in memory (benchmarks) and read back are the same.
+        features.descriptors = stored_descriptors(
+            describe_keypoints(self.descriptor, image, keypoints, bfloat16=self.conf["bfloat16"]).numpy()
         )
         return features
 
@@ -180,7 +179,7 @@ class MskExtractor(RecordsWeights, Extractor):
         # keypoint, which the network's zero padding then finds at the corners of a blank image.
         informative = patches.max(axis=(1, 2)) > patches.min(axis=(1, 2))
         descriptors = describe_patches(self.descriptor, patches[informative], bfloat16=self.conf["bfloat16"])
-        descriptors = descriptors.numpy().astype(LEARNED_DESCRIPTOR_DTYPE)
+        descriptors = stored_descriptors(descriptors.numpy())  # as SiftMskExtractor's
         described = (xy, scales, orientations, scores)
         return *(part[informative] for part in described), descriptors, len(seconds)
 
