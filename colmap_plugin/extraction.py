@@ -29,6 +29,7 @@ from .database import (
     open_database,
     write_features,
 )
+from .errors import MismatchError
 from .features import Extractor, Features, create_extractor
 from .images import ImageReadError, list_images, read_image
 from .interrupts import deferred_interrupt
@@ -69,14 +70,14 @@ class ExtractionSummary:
         return "\n".join(lines)
 
 
-class FeatureKindMismatchError(RuntimeError):
+class FeatureKindMismatchError(MismatchError):
     """The database already holds features that this run did not write."""
 
 
 def _mismatch(database_path: Path, count: int, example: str) -> FeatureKindMismatchError:
     return FeatureKindMismatchError(
-        f"{database_path} already holds features of another kind for {count} images "
-        f"(e.g. {example}); use another database or --overwrite to replace them"
+        f"{database_path} already holds features of another kind for {count} images (e.g. {example})",
+        "use another database or --overwrite to replace them",
     )
 
 

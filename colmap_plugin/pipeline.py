@@ -7,11 +7,11 @@ from pathlib import Path
 import pycolmap
 
 from .database import open_database
+from .errors import MismatchError
 from .extraction import ExtractionConf, ExtractionSummary, extract_features
 from .matching import MatchingConf, MatchingSummary, match_features
 from .pairs import select_pairs
 from .reconstruction import ReconstructionConf, reconstruct
-from .store import StoreMismatchError
 
 
 @dataclass
@@ -62,9 +62,9 @@ def run(
     paths = RunPaths(Path(output_dir))
     try:
         extraction_summary = extract_features(image_dir, paths.database, paths.features, extraction)
-    except StoreMismatchError as error:  # the store's own hint names `msk extract`'s --features, which run has not
+    except MismatchError as error:  # the hints name `msk extract`'s --database and --features, which run has not
         hint = "run again with --overwrite to extract again, or use another --output"
-        raise StoreMismatchError(error.mismatch, hint) from None
+        raise type(error)(error.mismatch, hint) from None
     with open_database(paths.database) as database:
         pairs = select_pairs(pairs_spec, database)
     # The output folder is run's own: matches of another matcher or version are out of date, not someone's results.

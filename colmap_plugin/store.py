@@ -29,6 +29,7 @@ from typing import Any, Iterable, Iterator
 import h5py
 import numpy as np
 
+from .errors import MismatchError
 from .features import Features, stored_descriptors
 from .keypoints import colmap_to_pixel, pixel_to_colmap
 
@@ -44,15 +45,8 @@ class StoreError(RuntimeError):
     """A store that cannot be used as it is; the message says why and what to do."""
 
 
-class StoreMismatchError(StoreError):
+class StoreMismatchError(StoreError, MismatchError):
     """A store already holds results of another extractor or matcher configuration."""
-
-    def __init__(self, mismatch: str, hint: str):
-        super().__init__(mismatch, hint)  # both in args, so that the error pickles and copies
-        self.mismatch, self.hint = mismatch, hint  # what the store holds against what was asked; what to do
-
-    def __str__(self) -> str:
-        return f"{self.mismatch}; {self.hint}"
 
 
 def names_to_pair(name0: str, name1: str) -> str:

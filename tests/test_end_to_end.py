@@ -50,3 +50,9 @@ def test_run_again_with_another_matcher_or_method_matches_again(datasets, tmp_pa
     assert "run again with --overwrite" in error and "--features" not in error
     assert main([*run[:-1], "sift+msk", "--overwrite"]) == 0  # new features, and the learned matcher
     assert "matched 55 pairs" in capsys.readouterr().out
+    # Without the feature store, the database's features are what shows the other method; the same hint.
+    (tmp_path / "out" / "features.h5").unlink()
+    assert main(run) == 2
+    error = capsys.readouterr().err
+    assert "holds features of another kind" in error and "run again with --overwrite" in error
+    assert "another database" not in error
