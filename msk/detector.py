@@ -20,9 +20,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from colmap_plugin.images import resized_shape
+
 from .refinement import parabola_vertex
 
 MIN_OCTAVE_SIDE = 8  # pixels: an octave whose input image is smaller on a side has no score map
+# Long side (pixels) of the images the detector learns from: msk.train.detector holds them at this size
+# and cuts its crops shrunk by up to 2x more, so the network has never seen pixels finer than these.
+TRAINING_IMAGE_SIZE = 1024
 
 
 @dataclass(frozen=True)
@@ -153,17 +158,33 @@ class DetectionConf:
     # to the strongest. A quarter, against the whole budget, built 10% (drone_palm_desert) and 6%
     # (vggsfm_british_museum) more 3D points on held-out training scenes at the same track length.
     spread_share: float = 0.25
-    border: int = 4  # input pixels
+    border: int = 4  # pixels of the image the detector sees
+    # Larger images are shrunk to this long side for detection (None: never), as in training; keypoints
+    # come back in the given image's pixels, to be refined and described there. On six training scenes of
+    # 1,416-1,600 px, this built 23%, 48% and 2% more 3D points than detecting at full size (monstree,
+    # vggsfm_kitchen, sceaux_castle), 4%, 11% and 0.4% fewer (drone_palm_desert, vggsfm_apple,
+    # vggsfm_statue), and more images per 3D point on all six; the keypoints are coarser, so less precise
+    # (BENCHMARKS.md, session 20).
+    max_image_size: int | None = TRAINING_IMAGE_SIZE
+
+
+def detection_image(image: torch.Tensor, max_size: int | None) -> torch.Tensor:
+    """The grey image (1, 1, H, W) shrunk by area averaging so that its long side is at most `max_size`."""
+    width, height = resized_shape(image.shape[-1], image.shape[-2], max_size)
+    if (height, width) == tuple(image.shape[-2:]):
+        return image
+    return F.interpolate(image, size=(height, width), mode="area")
 
 
 def detect(model: MskDetector, image: torch.Tensor, conf: DetectionConf = DetectionConf()) -> dict[str, torch.Tensor]:
-    """Keypoints of one grey image (1, 1, H, W) in [0, 1].
+    """Keypoints of one grey image (1, 1, H, W) in [0, 1], found in it shrunk to `conf.max_image_size`.
 
-    Returns xy (N, 2) centre-origin input pixels (sub-pixel), sigma (N,) input pixels (sub-scale)
+    Returns xy (N, 2) centre-origin pixels of `image` (sub-pixel), sigma (N,) in its pixels (sub-scale)
     and score (N,) probabilities, strongest first.
     """
-    height, width = image.shape[-2:]
-    octaves = [maps[0] for maps in model(image)]  # (L, h, w) each
+    seen = detection_image(image, conf.max_image_size)
+    height, width = seen.shape[-2:]
+    octaves = [maps[0] for maps in model(seen)]  # (L, h, w) each
     candidates = []
     for octave, maps in enumerate(octaves):
         stack = scale_neighbourhood(octaves, octave)
@@ -187,7 +208,9 @@ def detect(model: MskDetector, image: torch.Tensor, conf: DetectionConf = Detect
     inside &= (xy[:, 1] >= conf.border) & (xy[:, 1] <= height - 1 - conf.border)
     xy, sigma, score = xy[inside], sigma[inside], score[inside]
     keep = spread_top_k(xy, score, (width, height), conf.max_keypoints, conf.grid_cells, conf.spread_share)
-    return {"xy": xy[keep], "sigma": sigma[keep], "score": score[keep]}
+    factor = torch.tensor([image.shape[-1] / width, image.shape[-2] / height])  # (x, y): 1 unless shrunk
+    xy = (xy[keep] + 0.5) * factor - 0.5  # centre-origin: pixel i spans [i - 0.5, i + 0.5)
+    return {"xy": xy, "sigma": sigma[keep] * factor.prod().sqrt(), "score": score[keep]}
 
 
 def scale_neighbourhood(octaves: list[torch.Tensor], octave: int) -> torch.Tensor:

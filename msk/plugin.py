@@ -38,8 +38,9 @@ from .weights import (
 # 8 (`msk`): second orientations fill the keypoint budget that detections leave. 9 (`msk`): detections
 # refined onto a stronger one's blob are dropped and the budget refilled. 10 (`msk`): twins up to a scale
 # and half an octave apart, from 1/8 more detections. 11 (and 5 for `sift+msk`): descriptors kept in float16
-# (colmap_plugin.features.LEARNED_DESCRIPTOR_DTYPE).
-EXTRACTION_VERSION = 11
+# (colmap_plugin.features.LEARNED_DESCRIPTOR_DTYPE). 12 (`msk`): detection on the image shrunk to the
+# detector's training size (msk.detector.DetectionConf.max_image_size).
+EXTRACTION_VERSION = 12
 SIFT_MSK_EXTRACTION_VERSION = 5
 # Matches: 1-4 shared the features' versions. 5: neighbours of both images shortlisted from one
 # bfloat16 product (colmap_plugin.matchers.nearest_both_ways), which changes near ties. 6: without

@@ -13,7 +13,7 @@ import torch  # noqa: E402
 from colmap_plugin.images import ImageReadError, read_image  # noqa: E402
 from reconstruction_eval.plots import save_figure  # noqa: E402
 
-from .detector import MIN_OCTAVE_SIDE, DetectionConf, detect  # noqa: E402
+from .detector import MIN_OCTAVE_SIDE, DetectionConf, detect, detection_image  # noqa: E402
 from .weights import load_detector  # noqa: E402
 
 
@@ -57,8 +57,10 @@ def show_keypoints(image_path: Path | None, output: Path, max_size: int = 1024, 
             f"(it needs {MIN_OCTAVE_SIDE} px on each side)"
         )
     tensor = torch.from_numpy(image).float().div(255)[None, None]
-    found = detect(model, tensor, DetectionConf(max_keypoints=max_keypoints))
-    octaves = [torch.sigmoid(maps[0]).numpy() for maps in model(tensor)]  # each (L, h, w)
+    conf = DetectionConf(max_keypoints=max_keypoints)
+    found = detect(model, tensor, conf)
+    # The maps of the image as the detector sees it (shrunk to its training size where larger).
+    octaves = [torch.sigmoid(maps[0]).numpy() for maps in model(detection_image(tensor, conf.max_image_size))]
     level_index = model.scale_index(found["sigma"]).numpy()
 
     levels = model.conf.levels_per_octave

@@ -23,6 +23,7 @@ from msk.orientation import dominant_orientation, keypoint_orientations
 from msk.train.common import fpr_at_recall
 from msk.train.descriptor import hardest_negative_triplet_loss
 from msk.train.detector import localisation_terms
+from msk.weights import load_detector
 
 
 def test_fused_descriptor_matches_the_trained_one_and_is_unit_length():
@@ -107,6 +108,19 @@ def test_detection_and_training_agree_on_where_a_peak_is():
     index = MskDetector(conf).scale_index(found["sigma"])
     logit = sample_scores(octaves, found["xy"], index, torch.zeros(1, dtype=torch.long))
     assert math.isclose(logit.item(), 3.0, rel_tol=1e-5)
+
+
+def test_images_larger_than_the_detection_size_are_detected_shrunk_with_keypoints_in_their_own_pixels():
+    """The detector sees images no larger than in training; keypoints come back where the caller refines them."""
+    generator = torch.Generator().manual_seed(0)
+    small = F.avg_pool2d(torch.rand(1, 1, 400, 600, generator=generator), 5, stride=1, padding=2)
+    large = F.interpolate(small, scale_factor=2, mode="nearest")  # area averaging shrinks it back to `small`
+    model, conf = load_detector(), DetectionConf(max_keypoints=500, max_image_size=600)
+    in_small, in_large = detect(model, small, conf), detect(model, large, conf)
+    assert len(in_small["xy"]) == 500
+    assert torch.allclose(in_large["xy"], (in_small["xy"] + 0.5) * 2 - 0.5)  # centre-origin pixels of `large`
+    assert torch.allclose(in_large["sigma"], 2 * in_small["sigma"])
+    assert torch.equal(in_large["score"], in_small["score"])
 
 
 def test_a_peak_at_the_top_of_an_octave_yields_to_a_stronger_one_in_the_next_octave():
