@@ -26,7 +26,7 @@ from .refinement import parabola_vertex
 
 MIN_OCTAVE_SIDE = 8  # pixels: an octave whose input image is smaller on a side has no score map
 # Long side (pixels) of the images the detector learns from: msk.train.detector holds them at this size
-# and cuts its crops shrunk by up to 2x more, so the network has never seen pixels finer than these.
+# and cuts its crops shrunk by up to 2x more. Detection shrinks larger images to it (DetectionConf).
 TRAINING_IMAGE_SIZE = 1024
 
 
@@ -159,11 +159,12 @@ class DetectionConf:
     # (vggsfm_british_museum) more 3D points on held-out training scenes at the same track length.
     spread_share: float = 0.25
     border: int = 4  # pixels of the image the detector sees
-    # Larger images are shrunk to this long side for detection (None: never), as in training; keypoints
-    # come back in the given image's pixels, to be refined and described there. On six training scenes of
-    # 1,416-1,600 px, this built 23%, 48% and 2% more 3D points than detecting at full size (monstree,
-    # vggsfm_kitchen, sceaux_castle), 4%, 11% and 0.4% fewer (drone_palm_desert, vggsfm_apple,
-    # vggsfm_statue), and more images per 3D point on all six; the keypoints are coarser, so less precise
+    # Larger images are shrunk to this long side for detection (None: never); keypoints come back in the
+    # given image's pixels, to be refined and described there. On six training scenes of 1,416-1,600 px,
+    # this built 23%, 48% and 2% more 3D points than detecting at full size (monstree, vggsfm_kitchen,
+    # sceaux_castle), 4%, 11% and 0.4% fewer (drone_palm_desert, vggsfm_apple, vggsfm_statue), and more
+    # images per 3D point on all six; the keypoints are coarser, so less precise. What gains is the coarser
+    # sampling: a detector trained on 1,600-px images and run at full size built what this one did there
     # (BENCHMARKS.md, session 20).
     max_image_size: int | None = TRAINING_IMAGE_SIZE
 
