@@ -25,9 +25,6 @@ from colmap_plugin.images import resized_shape
 from .refinement import parabola_vertex
 
 MIN_OCTAVE_SIDE = 8  # pixels: an octave whose input image is smaller on a side has no score map
-# Long side (pixels) of the images the detector learns from: msk.train.detector holds them at this size
-# and cuts its crops shrunk by up to 2x more. Detection shrinks larger images to it (DetectionConf).
-TRAINING_IMAGE_SIZE = 1024
 
 
 @dataclass(frozen=True)
@@ -160,13 +157,15 @@ class DetectionConf:
     spread_share: float = 0.25
     border: int = 4  # pixels of the image the detector sees
     # Larger images are shrunk to this long side for detection (None: never); keypoints come back in the
-    # given image's pixels, to be refined and described there. On six training scenes of 1,416-1,600 px,
-    # this built 23%, 48% and 2% more 3D points than detecting at full size (monstree, vggsfm_kitchen,
-    # sceaux_castle), 4%, 11% and 0.4% fewer (drone_palm_desert, vggsfm_apple, vggsfm_statue), and more
-    # images per 3D point on all six; the keypoints are coarser, so less precise. What gains is the coarser
-    # sampling: a detector trained on 1,600-px images and run at full size built what this one did there
+    # given image's pixels, to be refined and described there. Of 800, 1,024 and 1,280 px, 1,024 (also the
+    # size msk.train.detector holds its images at) built the most 3D points over four training scenes and
+    # the most images per point on three. On six training scenes of 1,416-1,600 px, it built 23%, 48% and
+    # 2% more points than detecting at full size (monstree, vggsfm_kitchen, sceaux_castle), 4%, 11% and
+    # 0.4% fewer (drone_palm_desert, vggsfm_apple, vggsfm_statue), and more images per point on all six;
+    # the keypoints are coarser, so less precise. What gains is the coarser sampling: the detector trained
+    # on 1,600-px images and run at full size built about what this one built at full size
     # (BENCHMARKS.md, session 20).
-    max_image_size: int | None = TRAINING_IMAGE_SIZE
+    max_image_size: int | None = 1024
 
 
 def detection_image(image: torch.Tensor, max_size: int | None) -> torch.Tensor:

@@ -59,9 +59,10 @@ def show_keypoints(image_path: Path | None, output: Path, max_size: int = 1024, 
     tensor = torch.from_numpy(image).float().div(255)[None, None]
     conf = DetectionConf(max_keypoints=max_keypoints)
     found = detect(model, tensor, conf)
-    # The maps of the image as the detector sees it (shrunk to its training size where larger).
-    octaves = [torch.sigmoid(maps[0]).numpy() for maps in model(detection_image(tensor, conf.max_image_size))]
-    level_index = model.scale_index(found["sigma"]).numpy()
+    seen = detection_image(tensor, conf.max_image_size)  # the image as the detector sees it, and its maps
+    octaves = [torch.sigmoid(maps[0]).numpy() for maps in model(seen)]  # each (L, h, w)
+    shrink = (tensor.shape[-1] * tensor.shape[-2] / (seen.shape[-1] * seen.shape[-2])) ** 0.5
+    level_index = model.scale_index(found["sigma"] / shrink).numpy()  # levels are in the seen image's pixels
 
     levels = model.conf.levels_per_octave
     figure = plt.figure(figsize=(14, 2.2 * len(octaves) + 1))
@@ -78,7 +79,7 @@ def show_keypoints(image_path: Path | None, output: Path, max_size: int = 1024, 
             panel = figure.add_subplot(grid[octave, 3 + level])
             panel.imshow(scores, cmap="magma", vmin=0, vmax=1)
             panel.set_title(
-                f"octave {octave} level {level}: sigma {model.level_sigma(octave, level):.1f}px", fontsize=8
+                f"octave {octave} level {level}: sigma {model.level_sigma(octave, level) * shrink:.1f}px", fontsize=8
             )
             panel.axis("off")
     save_figure(figure, output)

@@ -23,7 +23,6 @@ from colmap_plugin.keypoints import colmap_to_pixel
 from msk.data.augment import AugmentConf, photometric
 from msk.data.scenes import discover_scenes
 from msk.detector import (
-    TRAINING_IMAGE_SIZE,
     DetectionConf,
     DetectorConf,
     MskDetector,
@@ -44,7 +43,7 @@ class DetectorTrainConf:
     steps: int = 1500
     batch_size: int = 8
     crop: int = 192
-    max_image_size: int = TRAINING_IMAGE_SIZE  # images are held in memory at this size (detection shrinks to it)
+    max_image_size: int = 1024  # images are held in memory at this size
     zoom: tuple[float, float] = (0.5, 1.0)  # crop magnification range: more scales seen per image
     learning_rate: float = 3e-3
     localisation_weight: float = 1.0  # soft-argmax offset error (cells) of positives
