@@ -121,6 +121,11 @@ def test_images_larger_than_the_detection_size_are_detected_shrunk_with_keypoint
     assert torch.allclose(in_large["xy"], (in_small["xy"] + 0.5) * 2 - 0.5)  # centre-origin pixels of `large`
     assert torch.allclose(in_large["sigma"], 2 * in_small["sigma"])
     assert torch.equal(in_large["score"], in_small["score"])
+    # A shrink by a rounded, slightly different factor per axis: 500x333 -> 400x266.
+    odd = large[..., :333, :500]
+    shrunk = F.interpolate(odd, size=(266, 400), mode="area")
+    in_odd, in_shrunk = detect(model, odd, DetectionConf(500, max_image_size=400)), detect(model, shrunk, conf)
+    assert torch.allclose(in_odd["xy"], (in_shrunk["xy"] + 0.5) * torch.tensor([500 / 400, 333 / 266]) - 0.5)
 
 
 def test_a_peak_at_the_top_of_an_octave_yields_to_a_stronger_one_in_the_next_octave():
