@@ -176,6 +176,11 @@ def detection_image(image: torch.Tensor, max_size: int | None) -> torch.Tensor:
     return F.interpolate(image, size=(height, width), mode="area")
 
 
+def shrink_factors(image: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+    """(x, y) pixels of `image` (..., H, W) per pixel of `seen`, its detection image (1 where not shrunk)."""
+    return torch.tensor([image.shape[-1] / seen.shape[-1], image.shape[-2] / seen.shape[-2]])
+
+
 def detect(model: MskDetector, image: torch.Tensor, conf: DetectionConf = DetectionConf()) -> dict[str, torch.Tensor]:
     """Keypoints of one grey image (1, 1, H, W) in [0, 1], found in it shrunk to `conf.max_image_size`.
 
@@ -208,7 +213,7 @@ def detect(model: MskDetector, image: torch.Tensor, conf: DetectionConf = Detect
     inside &= (xy[:, 1] >= conf.border) & (xy[:, 1] <= height - 1 - conf.border)
     xy, sigma, score = xy[inside], sigma[inside], score[inside]
     keep = spread_top_k(xy, score, (width, height), conf.max_keypoints, conf.grid_cells, conf.spread_share)
-    factor = torch.tensor([image.shape[-1] / width, image.shape[-2] / height])  # (x, y): 1 unless shrunk
+    factor = shrink_factors(image, seen)
     xy = (xy[keep] + 0.5) * factor - 0.5  # centre-origin: pixel i spans [i - 0.5, i + 0.5)
     return {"xy": xy, "sigma": sigma[keep] * factor.prod().sqrt(), "score": score[keep]}
 

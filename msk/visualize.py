@@ -13,7 +13,7 @@ import torch  # noqa: E402
 from colmap_plugin.images import ImageReadError, read_image  # noqa: E402
 from reconstruction_eval.plots import save_figure  # noqa: E402
 
-from .detector import MIN_OCTAVE_SIDE, DetectionConf, detect, detection_image  # noqa: E402
+from .detector import MIN_OCTAVE_SIDE, DetectionConf, detect, detection_image, shrink_factors  # noqa: E402
 from .weights import load_detector  # noqa: E402
 
 
@@ -61,7 +61,7 @@ def show_keypoints(image_path: Path | None, output: Path, max_size: int = 1024, 
     found = detect(model, tensor, conf)
     seen = detection_image(tensor, conf.max_image_size)  # the image as the detector sees it, and its maps
     octaves = [torch.sigmoid(maps[0]).numpy() for maps in model(seen)]  # each (L, h, w)
-    shrink = (tensor.shape[-1] * tensor.shape[-2] / (seen.shape[-1] * seen.shape[-2])) ** 0.5
+    shrink = shrink_factors(tensor, seen).prod().sqrt().item()
     level_index = model.scale_index(found["sigma"] / shrink).numpy()  # levels are in the seen image's pixels
 
     levels = model.conf.levels_per_octave
