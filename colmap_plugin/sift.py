@@ -7,6 +7,7 @@ import pycolmap
 
 from .database import CAMERA_MODES, import_images
 from .features import Extractor, Features
+from .sift_process import SiftProcess
 
 
 def extract_colmap_sift(
@@ -28,26 +29,22 @@ def extract_colmap_sift(
 
 
 class SiftExtractor(Extractor):
+    """COLMAP's SIFT, run in a process of its own (colmap_plugin.sift_process): pycolmap holds the GIL."""
+
     name = "sift"
     default_conf = {"max_keypoints": 8192, "num_threads": -1, "upright": False}
 
     def __init__(self, **conf):
         super().__init__(**conf)
-        options = pycolmap.FeatureExtractionOptions()
-        options.num_threads = self.conf["num_threads"]
-        options.sift.max_num_features = self.conf["max_keypoints"]
-        options.sift.upright = self.conf["upright"]
-        self._sift = pycolmap.FeatureExtractor.create(options, pycolmap.Device.cpu)
+        self._sift = SiftProcess(self.conf["max_keypoints"], self.conf["upright"], self.conf["num_threads"])
 
     def extract(self, image: np.ndarray) -> Features:
-        keypoints, descriptors = self._sift.extract(pycolmap.Bitmap.from_array(image))
-        # COLMAP's SIFT already reports corner-origin coordinates.
-        rows = pycolmap.keypoints_to_matrix(keypoints).reshape(-1, 4)
+        rows, descriptors = self._sift.extract(image)  # COLMAP's SIFT already reports corner-origin coordinates
         return Features(
             keypoints=rows[:, :2].copy(),
             scales=rows[:, 2].copy(),
             orientations=rows[:, 3].copy(),
             # pycolmap exposes no detector response: all keypoints count as equally good.
             scores=np.ones(len(rows), dtype=np.float32),
-            descriptors=np.ascontiguousarray(descriptors.data, dtype=np.uint8),  # (N, 128), also for N = 0
+            descriptors=descriptors,
         )
