@@ -99,12 +99,19 @@ def _write_database_matches(database: pycolmap.Database, id0: int, id1: int, mat
         database.write_matches(id0, id1, matches)
 
 
-def verify_pairs(database_path: Path, pairs: list[tuple[str, str]], seed: int = RANSAC_SEED) -> None:
-    """Geometric verification (pycolmap, pairs in parallel, RANSAC seeded) writing their two-view geometries."""
+def verify_pairs(
+    database_path: Path, pairs: list[tuple[str, str]], seed: int = RANSAC_SEED, max_error: float | None = None
+) -> None:
+    """Geometric verification (pycolmap, pairs in parallel, RANSAC seeded) writing their two-view geometries.
+
+    max_error: RANSAC's inlier threshold in pixels; None: COLMAP's (4).
+    """
     if not pairs:
         return
     options = pycolmap.TwoViewGeometryOptions()
     options.ransac.random_seed = seed
+    if max_error is not None:
+        options.ransac.max_error = max_error
     with tempfile.TemporaryDirectory() as tmp:
         pairs_path = Path(tmp) / "pairs.txt"
         write_pairs_file(pairs, pairs_path)
