@@ -12,7 +12,6 @@ over the child's stdin and stdout; the child writes everything else (COLMAP's lo
 
 import os
 import pickle
-import signal
 import subprocess
 import sys
 import threading
@@ -51,40 +50,58 @@ class SiftProcess:
     def __init__(self, max_keypoints: int, upright: bool, num_threads: int):
         self._arguments = [str(max_keypoints), str(int(upright)), str(num_threads)]
         self._child: subprocess.Popen | None = None
+        self._finalizer: weakref.finalize | None = None
         self._lock = threading.Lock()
 
     def extract(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """As `extract_sift`, in the child. SiftProcessError if it stops; the next call starts a new one."""
+        """As `extract_sift`, in the child; its errors are raised here as RuntimeError.
+
+        SiftProcessError if the child stops; the next call starts a new one. A call cut short (Ctrl-C
+        while waiting) ends the child too, so that its late reply is never taken for the next image's.
+        """
         with self._lock:
             if self._child is None:
-                # This very package in the child, wherever the caller imported it from.
-                path = os.pathsep.join(filter(None, [str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH")]))
-                self._child = subprocess.Popen(
-                    [sys.executable, "-m", __name__, *self._arguments],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    env={**os.environ, "PYTHONPATH": path},
-                )
-                self._finalizer = weakref.finalize(self, _end, self._child)
+                self._start()
             try:
                 pickle.dump(np.ascontiguousarray(image, dtype=np.uint8), self._child.stdin, pickle.HIGHEST_PROTOCOL)
                 self._child.stdin.flush()
-                return pickle.load(self._child.stdout)
-            except (BrokenPipeError, EOFError) as error:
-                self._close()
-                raise SiftProcessError("COLMAP's SIFT stopped in its process (crashed or killed)") from error
+                features, error = pickle.load(self._child.stdout)
+            except (BrokenPipeError, EOFError, pickle.UnpicklingError) as stopped:
+                self._end()
+                raise SiftProcessError("COLMAP's SIFT stopped in its process (crashed or killed)") from stopped
+            except BaseException:
+                self._end()
+                raise
+        if error is not None:
+            raise RuntimeError(error)
+        return features
 
     def close(self) -> None:
         with self._lock:
-            self._close()
+            if self._child is not None:
+                self._finalizer()
+                self._child = None
 
-    def _close(self) -> None:
-        if self._child is not None:
-            self._finalizer()
-            self._child = None
+    def _start(self) -> None:
+        self._child = subprocess.Popen(
+            [sys.executable, "-m", __name__, *self._arguments],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            # `-m` imports from the working folder first: this very package, wherever the caller took it from.
+            cwd=Path(__file__).parents[1],
+            # Out of the terminal's process group: Ctrl-C stops the caller, which decides what the child does.
+            start_new_session=True,
+        )
+        self._finalizer = weakref.finalize(self, _close_child, self._child)
+
+    def _end(self) -> None:
+        """Kills the child, whatever it was doing, and forgets it."""
+        self._child.kill()
+        self._finalizer()
+        self._child = None
 
 
-def _end(child: subprocess.Popen) -> None:
+def _close_child(child: subprocess.Popen) -> None:
     """Closing its stdin ends the child's loop; a child that does not end is killed."""
     for stream in (child.stdin, child.stdout):
         try:
@@ -99,18 +116,21 @@ def _end(child: subprocess.Popen) -> None:
 
 
 def _serve(requests: BinaryIO, replies: BinaryIO, extractor: pycolmap.FeatureExtractor) -> None:
+    """Replies (features, None) to each image, or (None, the error) where COLMAP refuses it, until the input ends."""
     while True:
         try:
             image = pickle.load(requests)
         except EOFError:
             return
-        pickle.dump(extract_sift(extractor, image), replies, pickle.HIGHEST_PROTOCOL)
+        try:
+            reply = extract_sift(extractor, image), None
+        except Exception as error:  # the caller's to report, as it would an error in its own process
+            reply = None, f"{type(error).__name__}: {error}"
+        pickle.dump(reply, replies, pickle.HIGHEST_PROTOCOL)
         replies.flush()
 
 
 if __name__ == "__main__":
-    # Ctrl-C reaches the whole process group: the parent decides what stops, the child finishes its image.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     replies = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # whatever else is printed must not enter the replies
     max_keypoints, upright, num_threads = (int(argument) for argument in sys.argv[1:4])

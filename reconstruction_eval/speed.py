@@ -26,6 +26,7 @@ from colmap_plugin.extraction import ExtractionConf, extract_features
 from colmap_plugin.features import create_extractor
 from colmap_plugin.images import list_images, read_image
 from colmap_plugin.keypoints import affine_keypoints
+from colmap_plugin.sift_process import extract_sift
 
 from .runs import colmap_extract, link_images
 
@@ -47,7 +48,7 @@ def _colmap_sift(max_size: int):
 
     def extract(path: Path) -> int:
         # Read and shrunk like the plugin's images: the extractor itself ignores max_image_size.
-        keypoints, _ = extractor.extract(pycolmap.Bitmap.from_array(read_image(path, max_size).gray))
+        keypoints, _ = extract_sift(extractor, read_image(path, max_size).gray)
         return len(keypoints)
 
     return extract
