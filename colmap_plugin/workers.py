@@ -17,7 +17,8 @@ from typing import Callable, Iterable, Iterator, TypeVar
 import torch
 
 # Each worker holds an image's working memory: an MSK extraction of a 1536x1024 image peaks 0.17 GB
-# above the loaded models, at 8,192 or 12,288 keypoints (resource.getrusage, session 7).
+# above the loaded models, at 8,192 or 12,288 keypoints (resource.getrusage, session 7); COLMAP's SIFT,
+# in the worker's child process (colmap_plugin.sift_process), 0.44 GB (session 21).
 MAX_DEFAULT_WORKERS = 8
 
 Item = TypeVar("Item")
