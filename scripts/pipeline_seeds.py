@@ -1,6 +1,6 @@
 """How much do a method's pose figures move with the pipeline's own randomness, its matches held fixed?
 
-    .venv/bin/python scripts/pipeline_seeds.py COMPARE_DIR [COMPARE_DIR ...] [--seeds 5] --work DIR
+    .venv/bin/python scripts/pipeline_seeds.py COMPARE_DIR [COMPARE_DIR ...] [--seeds 5] [--max-error PX] --work DIR
 
 COMPARE_DIR is one scene's `msk compare --gt` output (report.json, runs/<method>/database.db); its
 image folder, pairs and ground truth are read from report.json, relative to the folder `msk compare` ran in.
@@ -10,6 +10,7 @@ copy mapped with that mapper seed, on one thread, as `msk compare` maps. Seed 0 
 itself. Printed: relative pose AUC@1° and 5° and 3D points per seed, then each method's mean and
 standard deviation over the seeds. The bootstrap intervals of `msk compare --gt` cover which images
 a scene happens to have; this covers the verification's and the mapper's sampling, the images fixed.
+--max-error verifies with another RANSAC threshold in pixels (COLMAP's default: 4).
 """
 
 import argparse
@@ -30,7 +31,9 @@ from reconstruction_eval.metrics import pose_auc, relative_pose_errors
 THRESHOLDS = (1, 5)
 
 
-def remap(run: Path, image_dir: Path, pairs_spec: str, seed: int, work: Path) -> pycolmap.Reconstruction:
+def remap(
+    run: Path, image_dir: Path, pairs_spec: str, seed: int, work: Path, max_error: float | None = None
+) -> pycolmap.Reconstruction:
     """The run's raw matches verified with RANSAC seed `seed` and mapped with mapper seed `seed`, in `work`;
     `pairs_spec` names the pairs `msk compare` matched (its report's "pairs")."""
     shutil.rmtree(work, ignore_errors=True)
@@ -40,7 +43,7 @@ def remap(run: Path, image_dir: Path, pairs_spec: str, seed: int, work: Path) ->
     with open_database(database) as opened:
         opened.clear_two_view_geometries()
         pairs = select_pairs(pairs_spec, opened)
-    verify_pairs(database, pairs, seed)
+    verify_pairs(database, pairs, seed, max_error)
     return reconstruct(database, image_dir, work / "sparse", ReconstructionConf(num_threads=1, seed=seed))
 
 
@@ -49,6 +52,7 @@ def main() -> None:
     parser.add_argument("compare_dirs", nargs="+", type=Path)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--work", type=Path, required=True, help="folder for the re-verified databases and models")
+    parser.add_argument("--max-error", type=float, help="RANSAC's inlier threshold in pixels (default: COLMAP's)")
     args = parser.parse_args()
     for compare_dir in args.compare_dirs:
         report = json.loads((compare_dir / "report.json").read_text())
@@ -57,7 +61,7 @@ def main() -> None:
             rows = []
             for seed in range(args.seeds):
                 work = args.work / compare_dir.parent.name / compare_dir.name / run.name / str(seed)
-                model = remap(run, Path(report["images"]), report["pairs"], seed, work)
+                model = remap(run, Path(report["images"]), report["pairs"], seed, work, args.max_error)
                 auc = pose_auc(relative_pose_errors(model, gt), THRESHOLDS)
                 rows.append([auc[1], auc[5], model.num_points3D()])
                 print(
