@@ -188,8 +188,15 @@ def detect(model: MskDetector, image: torch.Tensor, conf: DetectionConf = Detect
     and score (N,) probabilities, strongest first.
     """
     seen = detection_image(image, conf.max_image_size)
+    return keypoints_from_maps(model, [maps[0] for maps in model(seen)], image, seen, conf)
+
+
+def keypoints_from_maps(
+    model: MskDetector, octaves: list[torch.Tensor], image: torch.Tensor, seen: torch.Tensor, conf: DetectionConf
+) -> dict[str, torch.Tensor]:
+    """`detect`'s keypoints of `image` from the score-map logits `octaves` (each (L, h, w)) that `model` gives for
+    `seen`, the image's detection image (`detection_image`)."""
     height, width = seen.shape[-2:]
-    octaves = [maps[0] for maps in model(seen)]  # (L, h, w) each
     candidates = []
     for octave, maps in enumerate(octaves):
         stack = scale_neighbourhood(octaves, octave)

@@ -13,7 +13,13 @@ import torch  # noqa: E402
 from colmap_plugin.images import ImageReadError, read_image  # noqa: E402
 from reconstruction_eval.plots import save_figure  # noqa: E402
 
-from .detector import MIN_OCTAVE_SIDE, DetectionConf, detect, detection_image, shrink_factors  # noqa: E402
+from .detector import (  # noqa: E402
+    MIN_OCTAVE_SIDE,
+    DetectionConf,
+    detection_image,
+    keypoints_from_maps,
+    shrink_factors,
+)
 from .weights import load_detector  # noqa: E402
 
 
@@ -58,9 +64,10 @@ def show_keypoints(image_path: Path | None, output: Path, max_size: int = 1024, 
         )
     tensor = torch.from_numpy(image).float().div(255)[None, None]
     conf = DetectionConf(max_keypoints=max_keypoints)
-    found = detect(model, tensor, conf)
     seen = detection_image(tensor, conf.max_image_size)  # the image as the detector sees it, and its maps
-    octaves = [torch.sigmoid(maps[0]).numpy() for maps in model(seen)]  # each (L, h, w)
+    logits = [maps[0] for maps in model(seen)]  # each (L, h, w)
+    found = keypoints_from_maps(model, logits, tensor, seen, conf)
+    octaves = [torch.sigmoid(maps).numpy() for maps in logits]
     shrink = shrink_factors(tensor, seen).prod().sqrt().item()
     level_index = model.scale_index(found["sigma"] / shrink).numpy()  # levels are in the seen image's pixels
 

@@ -45,7 +45,7 @@ def keep_inliers(database: Path, keep: str, reference: Path, geometry: pycolmap.
     if keep == "all":
         return
     shared = verified_pairs(reference)
-    keypoints = keypoint_positions(database)
+    keypoints = keypoint_positions(database) if keep != "shared" else {}
     with open_database(database) as opened:
         names = {image.image_id: image.name for image in opened.read_all_images()}
         for pair_id, two_view in zip(*opened.read_two_view_geometries(), strict=True):
