@@ -1,7 +1,8 @@
 """Which verified matches cost pose accuracy? A method's matches again, some removed or verified more strictly, mapped.
 
     .venv/bin/python scripts/match_subsets.py COMPARE_DIR --work DIR [--method sift+msk]
-        [--max-error PX] [--keep all|shared|PX] [--reference colmap-sift] [--geometry MODEL]
+        [--max-error PX] [--keep all|shared|PX] [--thin FRACTION [--draws 10]] [--reference colmap-sift]
+        [--geometry MODEL]
 
 COMPARE_DIR is one scene's `msk compare` output (report.json, runs/<method>/database.db; paths in
 report.json are relative to the folder `msk compare` ran in). The method's database is copied into
@@ -10,11 +11,15 @@ threshold in pixels (COLMAP's default is 4), else its two-view geometries are ke
 then removes inlier matches: `shared` keeps those that the --reference method verified too (same
 keypoints: `sift+msk` and `colmap-sift`), a number PX keeps those and every other within PX of the true
 epipolar geometry (an oracle: what no matcher can know). The copy is mapped as `msk compare` maps
-(mapper seed 0, one thread). Printed: inlier matches kept, their share over 1 px off the true
-geometry, registered images, 3D points, mean track length, reprojection error and, with the compare's
-ground truth, relative pose AUC@1/5. --geometry measures the epipolar errors against another model
-instead, for scenes without ground truth (e.g. the training build's SIFT model): no AUC is printed
-then, since poses measured against one method's model favour that method.
+(mapper seed 0, one thread). --thin FRACTION instead maps --draws copies, each keeping that share of
+every pair's remaining inliers, drawn at random (seeds 0, 1, ...), and prints the mean, standard
+deviation and range of their figures: how much a variant's figures move with the luck of which
+matches it gets, to tell whether two variants differ beyond it. Printed per model: inlier matches
+kept, their share over 1 px off the true geometry, registered images, 3D points, mean track length,
+reprojection error and, with the compare's ground truth, relative pose AUC@1/5. --geometry measures the
+epipolar errors against another model instead, for scenes without ground truth (e.g. the training
+build's SIFT model): no AUC is printed then, since poses measured against one method's model favour
+that method.
 """
 
 import argparse
@@ -67,6 +72,44 @@ def keep_inliers(database: Path, keep: str, reference: Path, geometry: pycolmap.
             opened.update_two_view_geometry(id0, id1, two_view)
 
 
+def thin(database: Path, fraction: float, draw: int) -> None:
+    """Keeps a random `fraction` of each of `database`'s two-view geometries' inlier matches."""
+    rng = np.random.default_rng(draw)
+    with open_database(database) as opened:
+        for pair_id, two_view in zip(*opened.read_two_view_geometries(), strict=True):
+            inliers = np.asarray(two_view.inlier_matches, dtype=np.int64)
+            kept = rng.permutation(len(inliers))[: round(fraction * len(inliers))]
+            two_view.inlier_matches = inliers[np.sort(kept)].astype(np.uint32)
+            opened.update_two_view_geometry(*pycolmap.pair_id_to_image_pair(pair_id), two_view)
+
+
+def map_and_measure(
+    database: Path,
+    images: Path,
+    label: str,
+    geometry: pycolmap.Reconstruction | None,
+    gt: pycolmap.Reconstruction | None,
+) -> dict[str, float]:
+    """Maps `database` as `msk compare` does (into its folder's sparse/), prints its figures and returns them."""
+    model = reconstruct(database, images, database.parent / "sparse", ReconstructionConf(num_threads=1, seed=0))
+    figures = {"points": model.num_points3D()}
+    line = f"{label}:"
+    if geometry is not None:
+        errors = verified_match_errors(database, geometry)
+        line += f" {len(errors)} inlier matches, {100 * np.mean(errors > 1):.2f}% over 1 px off,"
+    line += (
+        f" {model.num_reg_images()} images, {model.num_points3D()} points,"
+        f" track {model.compute_mean_track_length():.3f},"
+        f" reprojection error {model.compute_mean_reprojection_error():.3f} px"
+    )
+    if gt is not None:
+        auc = pose_auc(relative_pose_errors(model, gt), (1, 5))
+        figures |= {"AUC@1": auc[1], "AUC@5": auc[5]}
+        line += f", AUC@1 {auc[1]:.2f}, AUC@5 {auc[5]:.2f}"
+    print(line, flush=True)
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("compare_dir", type=Path)
@@ -74,6 +117,8 @@ def main() -> None:
     parser.add_argument("--method", default="sift+msk")
     parser.add_argument("--max-error", type=float, help="verify the raw matches again with this RANSAC threshold (px)")
     parser.add_argument("--keep", default="all", help="all, shared, or a distance in px to the true geometry")
+    parser.add_argument("--thin", type=float, help="then keep this share of each pair's inliers, drawn at random")
+    parser.add_argument("--draws", type=int, default=10, help="how many times to --thin (seeds 0, 1, ...)")
     parser.add_argument("--reference", default="colmap-sift", help="the method whose verified matches `shared` keeps")
     parser.add_argument("--geometry", type=Path, help="a model to measure epipolar errors against (no AUC then)")
     args = parser.parse_args()
@@ -82,6 +127,8 @@ def main() -> None:
     geometry = pycolmap.Reconstruction(args.geometry) if args.geometry else gt
     if geometry is None and args.keep not in ("all", "shared"):
         parser.error("--keep PX needs the compare's ground truth or --geometry")
+    if args.thin is not None and not 0 < args.thin <= 1:
+        parser.error("--thin takes a share in (0, 1]")
     variant = f"max_error_{args.max_error}_keep_{args.keep}"
     work = args.work / args.compare_dir.name / args.method / variant
     shutil.rmtree(work, ignore_errors=True)
@@ -94,20 +141,24 @@ def main() -> None:
             pairs = select_pairs(report["pairs"], opened)
         verify_pairs(database, pairs, max_error=args.max_error)
     keep_inliers(database, args.keep, args.compare_dir / "runs" / args.reference / "database.db", geometry)
-    model = reconstruct(database, Path(report["images"]), work / "sparse", ReconstructionConf(num_threads=1, seed=0))
-    line = f"{args.compare_dir.name} {args.method} {variant}:"
-    if geometry is not None:
-        errors = verified_match_errors(database, geometry)
-        line += f" {len(errors)} inlier matches, {100 * np.mean(errors > 1):.2f}% over 1 px off,"
-    line += (
-        f" {model.num_reg_images()} images, {model.num_points3D()} points,"
-        f" track {model.compute_mean_track_length():.3f},"
-        f" reprojection error {model.compute_mean_reprojection_error():.3f} px"
+    label = f"{args.compare_dir.name} {args.method} {variant}"
+    auc_truth = gt if args.geometry is None else None  # poses measured against one method's model favour it
+    images = Path(report["images"])
+    if args.thin is None:
+        map_and_measure(database, images, label, geometry, auc_truth)
+        return
+    draws = []
+    for draw in range(args.draws):
+        thinned = work / f"thin_{args.thin}_draw_{draw}" / "database.db"
+        thinned.parent.mkdir()
+        shutil.copy(database, thinned)
+        thin(thinned, args.thin, draw)
+        draws.append(map_and_measure(thinned, images, f"{label} thin {args.thin} draw {draw}", geometry, auc_truth))
+    summary = ", ".join(
+        f"{name} {np.mean(values):.2f} ± {np.std(values):.2f} [{np.min(values):.2f}, {np.max(values):.2f}]"
+        for name, values in ((name, [figures[name] for figures in draws]) for name in draws[0])
     )
-    if args.geometry is None and gt is not None:
-        auc = pose_auc(relative_pose_errors(model, gt), (1, 5))
-        line += f", AUC@1 {auc[1]:.2f}, AUC@5 {auc[5]:.2f}"
-    print(line, flush=True)
+    print(f"{label} thin {args.thin} over {args.draws} draws: {summary}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,17 +1,20 @@
 """How much of a self-calibrated reconstruction's pose error is the principal point held at the image centre?
 
     .venv/bin/python scripts/principal_point_bias.py COMPARE_DIR [COMPARE_DIR ...] 2>/dev/null
+    .venv/bin/python scripts/principal_point_bias.py --gt GT_MODEL MODEL [MODEL ...] 2>/dev/null
 
 COMPARE_DIR is one scene's `msk compare` output made with --gt and estimated intrinsics (report.json,
-runs/<method>/sparse). COLMAP holds each camera's principal point at the image centre; the Strecha
-cameras' lies 11.5 px off it, and bundle adjustment can only absorb that by tilting the cameras.
-Per method, the relative pose AUC and mean error are printed three ways: as mapped; after bundle
-adjustment of the mapped model (the control: the incremental mapper ends with the same adjustment, so
-its models do not move, while the global mapper's do a little); and after bundle adjustment with each
-camera's principal point set to the ground truth's, focal length and distortion still estimated:
-compare this row with the control. The correlation column is that of the two methods' per-pair
-errors: near 1 when a bias both share decides them. (pycolmap's bundle adjustment turns COLMAP's log
-back on: hence 2>/dev/null.)
+runs/<method>/sparse). The second form takes sparse models of one scene and its ground truth instead
+(e.g. scripts/match_subsets.py's variants, DIR/<scene>/<method>/<variant>/sparse). COLMAP holds each
+camera's principal point at the image centre; the Strecha cameras' lies 11.5 px off it, and bundle
+adjustment can only absorb that by tilting the cameras. Per model, the relative pose AUC and mean error
+are printed three ways: as mapped; after bundle adjustment of the mapped model (the control: the
+incremental mapper ends with the same adjustment, so its models do not move, while the global mapper's
+do a little); and after bundle adjustment with each camera's principal point set to the ground
+truth's, focal length and distortion still estimated: compare these with the control. Then, for a
+COMPARE_DIR, how each two methods' per-pair errors correlate (near 1 when a bias both share decides
+them), or, for several MODELs (say the draws of match_subsets.py --thin), their mean AUC and its
+standard deviation. (pycolmap's bundle adjustment turns COLMAP's log back on: hence 2>/dev/null.)
 """
 
 import json
@@ -47,6 +50,35 @@ def adjusted(model_path: Path, gt: pycolmap.Reconstruction | None) -> pycolmap.R
     return model
 
 
+def print_rows(title: str, models: dict[str, Path], gt: pycolmap.Reconstruction, correlations: bool) -> None:
+    """Each model's AUC and mean error three ways, then the correlations or the mean (see the module's docstring)."""
+    ways = {
+        "as mapped": lambda sparse: pycolmap.Reconstruction(sparse),
+        "bundle-adjusted again": lambda sparse: adjusted(sparse, None),
+        "ground-truth principal point": lambda sparse: adjusted(sparse, gt),
+    }
+    errors = {
+        way: {name: relative_pose_errors(load(sparse), gt) for name, sparse in models.items()}
+        for way, load in ways.items()
+    }
+    print(f"\n{title}")
+    for way, by_model in errors.items():
+        print(f"  {way}")
+        for name, error in by_model.items():
+            auc = pose_auc(error)
+            print(f"    {name}: AUC@1/5 {auc[1]:.2f}/{auc[5]:.2f}, mean {error.mean():.3f} deg")
+        if correlations:
+            for first, second in combinations(models, 2):
+                print(f"    correlation {first} · {second}: {np.corrcoef(by_model[first], by_model[second])[0, 1]:.3f}")
+        elif len(models) > 1:  # e.g. the draws of one variant (scripts/match_subsets.py --thin)
+            aucs = [pose_auc(error, (1, 5)) for error in by_model.values()]
+            summary = ", ".join(
+                f"AUC@{t} {np.mean([auc[t] for auc in aucs]):.2f} ± {np.std([auc[t] for auc in aucs]):.2f}"
+                for t in (1, 5)
+            )
+            print(f"    over the {len(models)} models: {summary}")
+
+
 def main(compare_dirs: list[Path]) -> None:
     for compare_dir in compare_dirs:
         report = json.loads((compare_dir / "report.json").read_text())
@@ -56,26 +88,16 @@ def main(compare_dirs: list[Path]) -> None:
         methods = [name for name, run in report["methods"].items() if run["error"] is None]
         if not methods:
             sys.exit(f"{compare_dir}: no method built a model")
-        errors = {}
-        for method in methods:
-            sparse = compare_dir / "runs" / method / "sparse"
-            errors[method] = {
-                "as mapped": relative_pose_errors(pycolmap.Reconstruction(sparse), gt),
-                "bundle-adjusted again": relative_pose_errors(adjusted(sparse, None), gt),
-                "ground-truth principal point": relative_pose_errors(adjusted(sparse, gt), gt),
-            }
-        print(f"\n{compare_dir}")
-        for way in errors[methods[0]]:
-            row = []
-            for method in methods:
-                auc = pose_auc(errors[method][way])
-                row.append(f"{method} AUC@1/5 {auc[1]:.1f}/{auc[5]:.1f} mean {errors[method][way].mean():.3f} deg")
-            for first, second in combinations(methods, 2):
-                row.append(f"corr {np.corrcoef(errors[first][way], errors[second][way])[0, 1]:.3f}")
-            print(f"  {way:29s} " + " | ".join(row))
+        models = {method: compare_dir / "runs" / method / "sparse" for method in methods}
+        print_rows(str(compare_dir), models, gt, correlations=True)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2:
+    if len(sys.argv) < 2 or (sys.argv[1] == "--gt" and len(sys.argv) < 4):
         sys.exit(__doc__)
-    main([Path(arg) for arg in sys.argv[1:]])
+    if sys.argv[1] == "--gt":
+        models = [Path(arg) for arg in sys.argv[3:]]
+        gt = pycolmap.Reconstruction(sys.argv[2])
+        print_rows(sys.argv[2], {str(model): model for model in models}, gt, correlations=False)
+    else:
+        main([Path(arg) for arg in sys.argv[1:]])

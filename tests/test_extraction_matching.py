@@ -4,15 +4,17 @@ import hashlib
 import shutil
 
 import numpy as np
+import pycolmap
 import pytest
 from test_database import random_features
 
 from colmap_plugin.database import image_ids_by_name, import_images, open_database, write_features
 from colmap_plugin.extraction import ExtractionConf, FeatureKindMismatchError, extract_features
 from colmap_plugin.images import list_images
-from colmap_plugin.matching import MatchingConf, match_features
+from colmap_plugin.matching import MatchingConf, match_features, verify_pairs
 from colmap_plugin.pairs import select_pairs
 from colmap_plugin.store import FeatureStore, MatchStore, StoreMismatchError
+from reconstruction_eval.metrics import epipolar_errors
 
 
 def database_snapshot(path) -> dict:
@@ -188,3 +190,38 @@ def test_matches_of_another_matcher_are_refused_or_replaced_as_if_never_made(ima
     assert database_snapshot(tmp_path / "changed/database.db") == database_snapshot(tmp_path / "fresh/database.db")
     with MatchStore(tmp_path / "changed/matches.h5") as store:
         assert store.identity["name"] == "ratio"
+
+
+def test_verification_keeps_the_matches_within_its_threshold(tmp_path):
+    """Two synthetic views, exact projections, a quarter of the second view's keypoints moved 3 px."""
+    options = pycolmap.SyntheticDatasetOptions()
+    options.num_rigs, options.num_frames_per_rig, options.num_points3D = 1, 2, 400
+    options.inlier_match_ratio = 1.0
+    pycolmap.set_random_seed(0)
+    with open_database(tmp_path / "database.db") as database:
+        truth = pycolmap.synthesize_dataset(options, database)
+        image0, image1 = sorted(database.read_all_images(), key=lambda image: image.name)
+        matches = database.read_matches(image0.image_id, image1.image_id)
+        keypoints0, keypoints1 = database.read_keypoints(image0.image_id), database.read_keypoints(image1.image_id)
+        rng = np.random.default_rng(0)
+        moved = matches[rng.permutation(len(matches))[: len(matches) // 4], 1]
+        angle = rng.uniform(0, 2 * np.pi, len(moved))
+        keypoints1[moved, :2] += 3 * np.c_[np.cos(angle), np.sin(angle)]
+        database.update_keypoints(image1.image_id, keypoints1)
+        database.clear_two_view_geometries()
+    errors = epipolar_errors(
+        truth, image0.name, image1.name, keypoints0[matches[:, 0], :2], keypoints1[matches[:, 1], :2]
+    )
+    far, exact = errors > 1.5, errors < 0.5  # moved along their epipolar lines, some stay exact
+    assert far.sum() > 20 and exact.sum() > 250
+
+    def inliers(max_error):
+        verify_pairs(tmp_path / "database.db", [(image0.name, image1.name)], max_error=max_error)
+        with open_database(tmp_path / "database.db") as database:
+            geometry = database.read_two_view_geometry(image0.image_id, image1.image_id)
+            database.clear_two_view_geometries()
+        return np.isin(matches[:, 0], np.asarray(geometry.inlier_matches)[:, 0])
+
+    assert inliers(None).all()  # COLMAP's 4 px
+    strict = inliers(1.0)
+    assert strict[exact].all() and not strict[far].any()
