@@ -12,11 +12,13 @@ then removes inlier matches: `shared` keeps those that the --reference method ve
 keypoints: `sift+msk` and `colmap-sift`), a number PX keeps those and every other within PX of the true
 epipolar geometry (an oracle: what no matcher can know). The copy is mapped as `msk compare` maps
 (mapper seed 0, one thread). --thin FRACTION instead maps --draws copies, each keeping that share of
-every pair's remaining inliers, drawn at random (seeds 0, 1, ...), and prints the mean, standard
-deviation and range of their figures: how much a variant's figures move with the luck of which
-matches it gets, to tell whether two variants differ beyond it. Printed per model: inlier matches
-kept, their share over 1 px off the true geometry, registered images, 3D points, mean track length,
-reprojection error and, with the compare's ground truth, relative pose AUC@1/5. --geometry measures the
+every pair's remaining inliers (at least the 15 the mapper needs), drawn at random (seeds 0, 1, ...),
+and prints the mean, sample standard deviation and range of their 3D points and AUC: how much a
+variant's figures move when a few of its matches change, to tell whether two variants differ by more
+than that. (The draws share most of their matches and the mapper's seed: they do not measure how the
+figures would move with other images, which `msk compare`'s intervals do.) Printed per model: inlier
+matches kept, their share over 1 px off the true geometry, registered images, 3D points, mean track
+length, reprojection error and, with the compare's ground truth, relative pose AUC@1/5. --geometry measures the
 epipolar errors against another model instead, for scenes without ground truth (e.g. the training
 build's SIFT model): no AUC is printed then, since poses measured against one method's model favour
 that method.
@@ -72,13 +74,22 @@ def keep_inliers(database: Path, keep: str, reference: Path, geometry: pycolmap.
             opened.update_two_view_geometry(id0, id1, two_view)
 
 
+# The incremental mapper ignores pairs with fewer inliers than this.
+MAPPER_MIN_MATCHES = pycolmap.IncrementalPipelineOptions().min_num_matches
+
+
 def thin(database: Path, fraction: float, draw: int) -> None:
-    """Keeps a random `fraction` of each of `database`'s two-view geometries' inlier matches."""
+    """Keeps a random `fraction` of each of `database`'s two-view geometries' inlier matches.
+
+    A pair keeps at least MAPPER_MIN_MATCHES of them (or all it has): thinning must not take from the
+    mapper a pair that the variant gives it, as 95% of a 15-inlier pair would in every draw.
+    """
     rng = np.random.default_rng(draw)
     with open_database(database) as opened:
         for pair_id, two_view in zip(*opened.read_two_view_geometries(), strict=True):
             inliers = np.asarray(two_view.inlier_matches, dtype=np.int64)
-            kept = rng.permutation(len(inliers))[: round(fraction * len(inliers))]
+            count = max(round(fraction * len(inliers)), min(len(inliers), MAPPER_MIN_MATCHES))
+            kept = rng.permutation(len(inliers))[:count]
             two_view.inlier_matches = inliers[np.sort(kept)].astype(np.uint32)
             opened.update_two_view_geometry(*pycolmap.pair_id_to_image_pair(pair_id), two_view)
 
@@ -129,6 +140,8 @@ def main() -> None:
         parser.error("--keep PX needs the compare's ground truth or --geometry")
     if args.thin is not None and not 0 < args.thin <= 1:
         parser.error("--thin takes a share in (0, 1]")
+    if args.draws < 1:
+        parser.error("--draws takes a positive number")
     variant = f"max_error_{args.max_error}_keep_{args.keep}"
     work = args.work / args.compare_dir.name / args.method / variant
     shutil.rmtree(work, ignore_errors=True)
@@ -155,7 +168,8 @@ def main() -> None:
         thin(thinned, args.thin, draw)
         draws.append(map_and_measure(thinned, images, f"{label} thin {args.thin} draw {draw}", geometry, auc_truth))
     summary = ", ".join(
-        f"{name} {np.mean(values):.2f} ± {np.std(values):.2f} [{np.min(values):.2f}, {np.max(values):.2f}]"
+        f"{name} {np.mean(values):.2f} ± {np.std(values, ddof=1 if len(values) > 1 else 0):.2f}"
+        f" [{np.min(values):.2f}, {np.max(values):.2f}]"
         for name, values in ((name, [figures[name] for figures in draws]) for name in draws[0])
     )
     print(f"{label} thin {args.thin} over {args.draws} draws: {summary}", flush=True)

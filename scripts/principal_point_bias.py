@@ -14,10 +14,11 @@ do a little); and after bundle adjustment with each camera's principal point set
 truth's, focal length and distortion still estimated: compare these with the control. Then, for a
 COMPARE_DIR, how each two methods' per-pair errors correlate (near 1 when a bias both share decides
 them), or, for several MODELs (say the draws of match_subsets.py --thin), their mean AUC and its
-standard deviation. (pycolmap's bundle adjustment turns COLMAP's log back on: hence 2>/dev/null.)
+sample standard deviation. (pycolmap's bundle adjustment turns COLMAP's log back on: hence 2>/dev/null.)
 """
 
 import json
+import os
 import sys
 import zlib  # noqa: F401  (before pycolmap: see colmap_plugin/__init__.py)
 from itertools import combinations
@@ -57,24 +58,20 @@ def print_rows(title: str, models: dict[str, Path], gt: pycolmap.Reconstruction,
         "bundle-adjusted again": lambda sparse: adjusted(sparse, None),
         "ground-truth principal point": lambda sparse: adjusted(sparse, gt),
     }
-    errors = {
-        way: {name: relative_pose_errors(load(sparse), gt) for name, sparse in models.items()}
-        for way, load in ways.items()
-    }
     print(f"\n{title}")
-    for way, by_model in errors.items():
+    for way, load in ways.items():
+        errors = {name: relative_pose_errors(load(sparse), gt) for name, sparse in models.items()}
+        aucs = {name: pose_auc(error, (1, 5)) for name, error in errors.items()}
         print(f"  {way}")
-        for name, error in by_model.items():
-            auc = pose_auc(error)
-            print(f"    {name}: AUC@1/5 {auc[1]:.2f}/{auc[5]:.2f}, mean {error.mean():.3f} deg")
+        for name, error in errors.items():
+            print(f"    {name}: AUC@1/5 {aucs[name][1]:.2f}/{aucs[name][5]:.2f}, mean {error.mean():.3f} deg")
         if correlations:
             for first, second in combinations(models, 2):
-                print(f"    correlation {first} · {second}: {np.corrcoef(by_model[first], by_model[second])[0, 1]:.3f}")
+                print(f"    correlation {first} · {second}: {np.corrcoef(errors[first], errors[second])[0, 1]:.3f}")
         elif len(models) > 1:  # e.g. the draws of one variant (scripts/match_subsets.py --thin)
-            aucs = [pose_auc(error, (1, 5)) for error in by_model.values()]
             summary = ", ".join(
-                f"AUC@{t} {np.mean([auc[t] for auc in aucs]):.2f} ± {np.std([auc[t] for auc in aucs]):.2f}"
-                for t in (1, 5)
+                f"AUC@{t} {np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}"
+                for t, values in ((t, [auc[t] for auc in aucs.values()]) for t in (1, 5))
             )
             print(f"    over the {len(models)} models: {summary}")
 
@@ -92,12 +89,16 @@ def main(compare_dirs: list[Path]) -> None:
         print_rows(str(compare_dir), models, gt, correlations=True)
 
 
+def main_models(gt_path: Path, model_paths: list[Path]) -> None:
+    common = Path(os.path.commonpath(model_paths))
+    names = {str(path.relative_to(common)) if path != common else str(path): path for path in model_paths}
+    print_rows(f"{common} (ground truth {gt_path})", names, pycolmap.Reconstruction(gt_path), correlations=False)
+
+
 if __name__ == "__main__":
     if len(sys.argv) < 2 or (sys.argv[1] == "--gt" and len(sys.argv) < 4):
         sys.exit(__doc__)
     if sys.argv[1] == "--gt":
-        models = [Path(arg) for arg in sys.argv[3:]]
-        gt = pycolmap.Reconstruction(sys.argv[2])
-        print_rows(sys.argv[2], {str(model): model for model in models}, gt, correlations=False)
+        main_models(Path(sys.argv[2]), [Path(arg) for arg in sys.argv[3:]])
     else:
         main([Path(arg) for arg in sys.argv[1:]])
