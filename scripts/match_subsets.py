@@ -29,6 +29,7 @@ import json
 import shutil
 import zlib  # noqa: F401  (before pycolmap: see colmap_plugin/__init__.py)
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pycolmap
@@ -47,12 +48,8 @@ def pair_keys(matches: np.ndarray) -> np.ndarray:
     return matches[:, 0].astype(np.int64) << 32 | matches[:, 1].astype(np.int64)
 
 
-def keep_inliers(database: Path, keep: str, reference: Path, geometry: pycolmap.Reconstruction | None) -> None:
-    """Removes inlier matches from `database`'s two-view geometries, as --keep says (see the module's docstring)."""
-    if keep == "all":
-        return
-    shared = verified_pairs(reference)
-    keypoints = keypoint_positions(database) if keep != "shared" else {}
+def select_inliers(database: Path, select: Callable[[str, str, np.ndarray], np.ndarray]) -> None:
+    """Keeps of each pair's inlier matches (K, 2) in `database` those `select(name0, name1, inliers)` marks (K,)."""
     with open_database(database) as opened:
         names = {image.image_id: image.name for image in opened.read_all_images()}
         for pair_id, two_view in zip(*opened.read_two_view_geometries(), strict=True):
@@ -60,18 +57,30 @@ def keep_inliers(database: Path, keep: str, reference: Path, geometry: pycolmap.
             inliers = np.asarray(two_view.inlier_matches, dtype=np.int64)
             if len(inliers) == 0:
                 continue
-            name0, name1 = names[id0], names[id1]
-            in_reference = shared.get((name0, name1)) if name0 < name1 else shared.get((name1, name0))
-            if in_reference is None:
-                in_reference = np.zeros((0, 2), np.int64)
-            elif name0 > name1:
-                in_reference = in_reference[:, ::-1]
-            kept = np.isin(pair_keys(inliers), pair_keys(in_reference))
-            if keep != "shared":
-                points0, points1 = keypoints[name0][inliers[:, 0]], keypoints[name1][inliers[:, 1]]
-                kept |= epipolar_errors(geometry, name0, name1, points0, points1) < float(keep)
-            two_view.inlier_matches = inliers[kept].astype(np.uint32)
+            two_view.inlier_matches = inliers[select(names[id0], names[id1], inliers)].astype(np.uint32)
             opened.update_two_view_geometry(id0, id1, two_view)
+
+
+def keep_inliers(database: Path, keep: str, reference: Path, geometry: pycolmap.Reconstruction | None) -> None:
+    """Removes inlier matches from `database`'s two-view geometries, as --keep says (see the module's docstring)."""
+    if keep == "all":
+        return
+    shared = verified_pairs(reference)
+    keypoints = keypoint_positions(database) if keep != "shared" else {}
+
+    def kept(name0: str, name1: str, inliers: np.ndarray) -> np.ndarray:
+        in_reference = shared.get((name0, name1)) if name0 < name1 else shared.get((name1, name0))
+        if in_reference is None:
+            in_reference = np.zeros((0, 2), np.int64)
+        elif name0 > name1:
+            in_reference = in_reference[:, ::-1]
+        marks = np.isin(pair_keys(inliers), pair_keys(in_reference))
+        if keep != "shared":
+            points0, points1 = keypoints[name0][inliers[:, 0]], keypoints[name1][inliers[:, 1]]
+            marks |= epipolar_errors(geometry, name0, name1, points0, points1) < float(keep)
+        return marks
+
+    select_inliers(database, kept)
 
 
 # The incremental mapper ignores pairs with fewer inliers than this.
@@ -85,13 +94,12 @@ def thin(database: Path, fraction: float, draw: int) -> None:
     mapper a pair that the variant gives it, as 95% of a 15-inlier pair would in every draw.
     """
     rng = np.random.default_rng(draw)
-    with open_database(database) as opened:
-        for pair_id, two_view in zip(*opened.read_two_view_geometries(), strict=True):
-            inliers = np.asarray(two_view.inlier_matches, dtype=np.int64)
-            count = max(round(fraction * len(inliers)), min(len(inliers), MAPPER_MIN_MATCHES))
-            kept = rng.permutation(len(inliers))[:count]
-            two_view.inlier_matches = inliers[np.sort(kept)].astype(np.uint32)
-            opened.update_two_view_geometry(*pycolmap.pair_id_to_image_pair(pair_id), two_view)
+
+    def drawn(name0: str, name1: str, inliers: np.ndarray) -> np.ndarray:
+        count = max(round(fraction * len(inliers)), min(len(inliers), MAPPER_MIN_MATCHES))
+        return np.sort(rng.permutation(len(inliers))[:count])
+
+    select_inliers(database, drawn)
 
 
 def map_and_measure(
